@@ -1,0 +1,51 @@
+"""The ``torch-svm`` command line: one module per subcommand, composed here.
+
+Each subcommand module defines ``add_parser(subparsers)``, which registers its parser and sets
+``func`` to a function ``run(args) -> int`` (the exit code). Library errors (ValueError,
+TypeError, OSError, ...) raised for bad input become one line on stderr and exit code 2; set
+TORCH_SVM_DEBUG=1 to see the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import List, Optional
+
+from torch_svm.cli._common import UsageError
+
+# Subcommand modules, in the order --help lists them.
+_COMMANDS = ("check",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torch-svm",
+        description="The CS231n multiclass SVM in PyTorch: hand-written gradient, "
+                    "kink-aware verification, training on CPU or GPU.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMANDS:
+        importlib.import_module(f"torch_svm.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"torch-svm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, TypeError, OSError, IndexError, RuntimeError) as exc:
+        if os.environ.get("TORCH_SVM_DEBUG") == "1":
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"torch-svm {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
