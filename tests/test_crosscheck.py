@@ -1,0 +1,117 @@
+"""The cross-check accepts the real implementations and rejects a planted wrong gradient;
+``torch-svm check`` prints the table, speaks JSON and fails clearly on bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from torch_svm.cli import main
+from verification.crosscheck import ANALYTIC_METHODS, cross_check, max_rel_error, rel_error
+
+
+def problem(n=30, d=8, c=5, scale=0.5, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    W = (torch.randn(d, c, generator=g, dtype=torch.float64) * scale).to(dtype)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype)
+    y = torch.randint(c, (n,), generator=g)
+    return W, X, y
+
+
+def test_rel_error_formula():
+    assert rel_error(0.0, 0.0) == 0.0
+    assert rel_error(1.0, 3.0) == pytest.approx(2 / 3)
+    assert max_rel_error(np.array([0.0, 1.0]), np.array([0.0, 2.0])) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("reg", [0.0, 1.0])
+def test_real_implementations_agree_to_1e10_in_float64(p, reg):
+    report = cross_check(*problem(seed=p), reg, p=p)
+    assert report.passed, [pr for pr in report.pairs if not pr.passed]
+    names = {pr.a for pr in report.pairs} | {pr.b for pr in report.pairs}
+    assert names == set(ANALYTIC_METHODS) | {"finite-diff"}
+    for pair in report.pairs:
+        if pair.tolerance is not None:                     # analytic pairs
+            assert pair.loss_rel_error < 1e-10 and pair.grad_rel_error < 1e-10, pair
+
+
+@pytest.mark.parametrize("bug", ["factor", "no_reg", "one_coordinate"])
+def test_planted_wrong_gradient_is_rejected(bug):
+    """Negative twin: corrupt the hand-written method and every pair with it must fail."""
+    hand, is64 = ANALYTIC_METHODS["hand"]
+
+    def wrong(W, X, y, reg, delta, p):
+        loss, dW = hand(W, X, y, reg, delta, p)
+        if bug == "factor":
+            dW = dW * 1.01
+        elif bug == "no_reg":
+            dW = dW - 2 * reg * W
+        else:
+            dW = dW.clone()
+            dW[3, 2] += 1e-4
+        return loss, dW
+
+    methods = dict(ANALYTIC_METHODS, hand=(wrong, is64))
+    report = cross_check(*problem(), 0.5, methods=methods)
+    assert not report.passed
+    failed = {(pr.a, pr.b) for pr in report.pairs if not pr.passed}
+    assert failed == {pair for pair in ((pr.a, pr.b) for pr in report.pairs) if "hand" in pair}
+
+
+def test_kink_straddling_finite_differences_are_explained_not_failed():
+    W, X, y = problem(n=200, d=10, c=10, scale=0.5)
+    report = cross_check(W, X, y, 0.1, h=0.05)             # a big step straddles kinks
+    assert report.finite_diff["straddling"] > 0
+    fd_pairs = [pr for pr in report.pairs if "finite-diff" in (pr.a, pr.b)]
+    assert all(pr.passed for pr in fd_pairs)
+    assert max(pr.grad_rel_error for pr in fd_pairs) > 1e-4   # they do disagree
+    assert "explained by kinks" in fd_pairs[0].note
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_low_precision_passes(dtype):
+    report = cross_check(*problem(dtype=dtype), 0.1)
+    assert report.passed, [pr for pr in report.pairs if not pr.passed]
+    if dtype != torch.float32:
+        assert "mml" in report.skipped                     # PyTorch's CPU kernel lacks it
+
+
+def test_cli_check_table_and_exit_code(capsys):
+    assert main(["check", "--n", "20", "--d", "6", "--c", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "hand vs autograd" in out and "naive vs finite-diff" in out and "PASS" in out
+
+
+def test_cli_check_json(capsys):
+    assert main(["check", "--n", "20", "--d", "6", "--c", "4", "--p", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] is True and data["p"] == 2
+    assert len(data["pairs"]) == 21
+    assert {"a", "b", "loss_rel_error", "grad_rel_error", "tolerance", "passed"} <= set(data["pairs"][0])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--delta", "0"], "delta must be a finite number > 0, got 0.0"),
+    (["--reg", "-1"], "reg must be a finite number >= 0, got -1.0"),
+    (["--c", "1"], "--c must be at least 2 classes, got 1"),
+    (["--h=-1e-5"], "--h must be > 0, got -1e-05"),
+    (["--device", "tpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+])
+def test_cli_check_bad_input_one_line_exit_2(capsys, argv, needle):
+    assert main(["check", *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "--n", "zero"])
+    assert exc.value.code == 2
+    assert "expected a positive integer, got 'zero'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cli_check_on_cuda(capsys):
+    assert main(["check", "--device", "cuda", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"].startswith("cuda")

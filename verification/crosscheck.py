@@ -1,0 +1,219 @@
+"""Run every implementation of the SVM loss on one problem and compare them pairwise.
+
+Methods (each gives a loss and dW for the same ``(W, X, y, reg)``):
+
+==============  ==================================================================  =========
+name            what                                                                dtype
+==============  ==================================================================  =========
+hand            :func:`torch_svm.svm_loss_and_grad` (hand-written gradient)          input
+function        :func:`torch_svm.svm_loss_fn` + ``backward()`` (autograd.Function)   input
+autograd        ``torch.autograd`` on :func:`torch_svm.svm_loss`                     input
+mml             ``C * F.multi_margin_loss`` + reg, PyTorch's own backward kernel     input
+naive           :func:`verification.reference.svm_loss_naive` (numpy loops)          float64
+vectorized      :func:`verification.reference.svm_loss_vectorized` (numpy)          float64
+finite-diff     central differences over every coordinate                            float64
+==============  ==================================================================  =========
+
+For every pair the report gives the relative error of the loss and the largest relative error
+of the gradient over coordinates, ``|a - b| / max(|a|, |b|)`` (0 when both are 0), the formula
+of the CS231n notes. Analytic pairs must agree within a tolerance set by the lower of the two
+precisions (:data:`TOLERANCES`). Finite differences disagree with the analytic gradient where
+the interval ``[w - h, w + h]`` straddles a kink of the hinge; those coordinates are counted
+and reported, and only mismatches that the kink analysis cannot explain fail the check.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from torch_svm import svm_loss_and_grad, svm_loss_fn
+from verification.numeric import classify_svm_gradient, svm_finite_differences
+from verification.reference import (autograd_reference, mml_reference, svm_loss_naive,
+                                    svm_loss_vectorized)
+
+__all__ = ["TOLERANCES", "PairResult", "CrossCheckReport", "rel_error", "max_rel_error",
+           "scaled_error",
+           "cross_check", "ANALYTIC_METHODS"]
+
+#: Largest error accepted between two analytic methods, by the lower precision of the pair.
+#: float64 and float32 are judged by the CS231n elementwise relative error (float64 pairs agree
+#: to ~1e-13 in practice; the margin covers ill-conditioned entries). In float16 and bfloat16
+#: a small gradient entry that is a difference of larger terms keeps no correct digits, so the
+#: elementwise relative error says nothing; those pairs are judged by the scaled error
+#: ``max|a - b| / max(|a|, |b|)`` over all entries (:func:`scaled_error`).
+TOLERANCES: Dict[torch.dtype, float] = {
+    torch.float64: 1e-8,
+    torch.float32: 1e-3,
+    torch.bfloat16: 5e-2,
+    torch.float16: 1e-2,
+}
+_SCALED = (torch.float16, torch.bfloat16)
+
+FD_NAME = "finite-diff"
+
+
+def rel_error(a: float, b: float) -> float:
+    """``|a - b| / max(|a|, |b|)``, 0 when both are 0 (the CS231n notes' formula)."""
+    denom = max(abs(a), abs(b))
+    return 0.0 if denom == 0 else abs(a - b) / denom
+
+
+def max_rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Elementwise :func:`rel_error`, maximised over all coordinates."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    denom = np.maximum(np.abs(a), np.abs(b))
+    err = np.divide(np.abs(a - b), denom, out=np.zeros_like(denom), where=denom > 0)
+    return float(err.max()) if err.size else 0.0
+
+
+def scaled_error(a: np.ndarray, b: np.ndarray) -> float:
+    """``max|a - b|`` over all entries divided by the largest ``|a|`` or ``|b|`` (0 if both 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    denom = max(float(np.abs(a).max(initial=0)), float(np.abs(b).max(initial=0)))
+    return 0.0 if denom == 0 else float(np.abs(a - b).max()) / denom
+
+
+@dataclass
+class PairResult:
+    a: str
+    b: str
+    loss_rel_error: Optional[float]   # None when one side has no loss of its own (finite-diff)
+    grad_rel_error: float             # CS231n elementwise relative error, max over coordinates
+    grad_scaled_error: float          # max|a - b| / max(|a|, |b|) over all coordinates
+    tolerance: Optional[float]        # None when not judged by tolerance (finite-diff)
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class CrossCheckReport:
+    n: int
+    d: int
+    c: int
+    delta: float
+    reg: float
+    p: int
+    h: float
+    dtype: str
+    device: str
+    losses: Dict[str, Optional[float]]
+    pairs: List[PairResult]
+    skipped: Dict[str, str] = field(default_factory=dict)
+    finite_diff: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(pair.passed for pair in self.pairs)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["passed"] = self.passed
+        return out
+
+
+def _to_numpy(t) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def _function_method(W, X, y, reg, delta, p):
+    Wr = W.detach().clone().requires_grad_(True)
+    loss = svm_loss_fn(Wr, X, y, reg, delta=delta, p=p)
+    loss.backward()
+    return loss.detach(), Wr.grad
+
+
+def _numpy_method(fn):
+    def run(W, X, y, reg, delta, p):
+        return fn(_to_numpy(W), _to_numpy(X), y.cpu().numpy(), reg, delta, p=p)
+    return run
+
+
+#: name -> fn(W, X, y, reg, delta, p) -> (loss, dW), and whether it computes in float64 always.
+ANALYTIC_METHODS: Dict[str, Tuple[Callable, bool]] = {
+    "hand": (lambda W, X, y, reg, delta, p: svm_loss_and_grad(W, X, y, reg, delta=delta, p=p), False),
+    "function": (_function_method, False),
+    "autograd": (lambda W, X, y, reg, delta, p: autograd_reference(W, X, y, reg, delta, p=p), False),
+    "mml": (lambda W, X, y, reg, delta, p: mml_reference(W, X, y, reg, delta, p=p), False),
+    "naive": (_numpy_method(svm_loss_naive), True),
+    "vectorized": (_numpy_method(svm_loss_vectorized), True),
+}
+
+
+def cross_check(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float = 0.0, *,
+                delta: float = 1.0, p: int = 1, h: float = 1e-5,
+                methods: Optional[Dict[str, Tuple[Callable, bool]]] = None,
+                finite_diff: bool = True) -> CrossCheckReport:
+    """Run every method on ``(W, X, y, reg)`` and compare each pair.
+
+    Args:
+        W: (D, C), X: (N, D) in the dtype and on the device to test; y: (N,) int64.
+        reg, delta, p: the loss's parameters.  h: the finite-difference step.
+        methods: override :data:`ANALYTIC_METHODS` (tests use this to plant a wrong gradient).
+        finite_diff: include the central finite-difference gradient.
+
+    Returns:
+        A :class:`CrossCheckReport`; ``report.passed`` is False when any analytic pair differs
+        beyond its tolerance or a finite-difference mismatch is not explained by a kink.
+    """
+    methods = dict(ANALYTIC_METHODS if methods is None else methods)
+    results: Dict[str, Tuple[Optional[float], np.ndarray, torch.dtype]] = {}
+    skipped: Dict[str, str] = {}
+    for name, (fn, is_float64) in methods.items():
+        try:
+            loss, dW = fn(W, X, y, reg, delta, p)
+        except (RuntimeError, NotImplementedError) as exc:
+            # PyTorch's MultiMarginLoss has no CPU kernel for float16/bfloat16.
+            skipped[name] = " ".join(str(exc).split())[:200]
+            continue
+        results[name] = (float(loss), _to_numpy(dW), torch.float64 if is_float64 else W.dtype)
+
+    fd = None
+    fd_stats: Dict[str, float] = {}
+    if finite_diff:
+        # Exact per-term central differences in float64, with the kink side information.
+        W64, X64 = W.detach().to(torch.float64), X.detach().to(torch.float64)
+        fd = svm_finite_differences(W64, X64, y, reg, delta=delta, p=p, h=h)
+        fd_stats = {"coordinates": fd.grad.numel(), "straddling": int((fd.crossings > 0).sum())}
+        results[FD_NAME] = (None, _to_numpy(fd.grad), torch.float64)
+
+    pairs = []
+    for a, b in itertools.combinations(results, 2):
+        loss_a, grad_a, dtype_a = results[a]
+        loss_b, grad_b, dtype_b = results[b]
+        grad_err = max_rel_error(grad_a, grad_b)
+        grad_scaled = scaled_error(grad_a, grad_b)
+        if FD_NAME in (a, b):
+            # Judge the analytic side coordinate by coordinate: a mismatch straddling a kink
+            # within the bound it can cause is explained; anything else is a failure.
+            grad, dtype = (grad_a, dtype_a) if b == FD_NAME else (grad_b, dtype_b)
+            counts = classify_svm_gradient(torch.from_numpy(grad).to(dtype), fd).counts()
+            note = (f"{counts['kink_explained'] + counts['unexplained']} of "
+                    f"{fd_stats['coordinates']} coordinates mismatch: "
+                    f"{counts['kink_explained']} explained by kinks, "
+                    f"{counts['unexplained']} unexplained")
+            pairs.append(PairResult(a, b, None, grad_err, grad_scaled, None,
+                                    counts["unexplained"] == 0, note))
+            continue
+        loss_err = rel_error(loss_a, loss_b)
+        low = dtype_a if TOLERANCES[dtype_a] >= TOLERANCES[dtype_b] else dtype_b
+        tol = TOLERANCES[low]
+        judged = grad_scaled if low in _SCALED else grad_err
+        note = "gradient judged by the scaled error" if low in _SCALED else ""
+        pairs.append(PairResult(a, b, loss_err, grad_err, grad_scaled, tol,
+                                max(loss_err, judged) <= tol, note))
+
+    n, d = X.shape
+    return CrossCheckReport(
+        n=n, d=d, c=W.shape[1], delta=float(delta), reg=float(reg), p=p, h=h,
+        dtype=str(W.dtype).replace("torch.", ""), device=str(W.device),
+        losses={name: r[0] for name, r in results.items()}, pairs=pairs, skipped=skipped,
+        finite_diff=fd_stats,
+    )
