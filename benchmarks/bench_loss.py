@@ -1,0 +1,154 @@
+"""Time and memory of one loss + gradient evaluation, every implementation in one run.
+
+    python benchmarks/bench_loss.py                    # CPU, float32, N = 500 and 49000
+    python benchmarks/bench_loss.py --device cuda --json
+
+Methods: the hand-written gradient (``svm_loss_and_grad``), its ``autograd.Function``
+(``svm_loss_fn`` + ``backward``), ``torch.autograd`` on ``svm_loss``, PyTorch's own
+``MultiMarginLoss`` kernel (``C * F.multi_margin_loss`` + autograd), numpy vectorized in the same
+dtype and, at small N, the numpy naive loops. Each is timed as the median of ``--repeat`` runs
+after a warm-up (CUDA: synchronised). Ratios are against the hand-written gradient. The
+backward GEMM layout choice (``X.T @ B`` vs ``(B.T @ X).T``) is timed too. Peak memory: the
+extra peak RSS of a fresh process that runs the method once (CPU), or
+``torch.cuda.max_memory_allocated`` (CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_svm import svm_loss, svm_loss_and_grad, svm_loss_fn
+from torch_svm.utils import resolve_device, resolve_dtype
+from verification.reference import svm_loss_naive, svm_loss_vectorized
+
+REG = 2.5e4
+
+
+def make_problem(n, d, c, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=g).mul_(255).sub_(128).to(device, dtype)  # pixel-like, centred
+    W = (torch.randn(d, c, generator=g) * 1e-3).to(device, dtype)
+    y = torch.randint(c, (n,), generator=g).to(device)
+    return W, X, y
+
+
+def methods(W, X, y):
+    """name -> zero-argument callable doing one loss + dW evaluation."""
+    c = W.shape[1]
+
+    def hand():
+        return svm_loss_and_grad(W, X, y, REG)
+
+    def function():
+        Wr = W.detach().requires_grad_(True)
+        svm_loss_fn(Wr, X, y, REG).backward()
+        return Wr.grad
+
+    def autograd():
+        Wr = W.detach().requires_grad_(True)
+        return torch.autograd.grad(svm_loss(Wr, X, y, REG), Wr)
+
+    def mml():
+        Wr = W.detach().requires_grad_(True)
+        loss = c * F.multi_margin_loss(X @ Wr, y) + REG * (Wr * Wr).sum()
+        return torch.autograd.grad(loss, Wr)
+
+    out = {"hand": hand, "function": function, "autograd": autograd, "mml": mml}
+    if W.device.type == "cpu":
+        Wn, Xn, yn = W.numpy(), X.numpy(), y.numpy()
+        out["numpy"] = lambda: svm_loss_vectorized(Wn, Xn, yn, REG, dtype=Xn.dtype)
+        if X.shape[0] <= 500:
+            out["numpy naive"] = lambda: svm_loss_naive(Wn, Xn, yn, REG)
+    return out
+
+
+def layouts(W, X, y):
+    B = torch.randn(X.shape[0], W.shape[1], dtype=X.dtype, device=X.device)
+    return {"X.T @ B": lambda: X.T @ B, "(B.T @ X).T": lambda: (B.T @ X).T}
+
+
+def timeit(fn, repeat, device):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_memory(name, n, d, c, dtype, device):
+    """Extra peak memory (MiB) of one evaluation of method ``name``."""
+    if device.type == "cuda":
+        W, X, y = make_problem(n, d, c, dtype, device)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        methods(W, X, y)[name]()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    code = ("import sys, resource; sys.path.insert(0, %r); import bench_loss as b, torch;"
+            "W, X, y = b.make_problem(%d, %d, %d, torch.%s, torch.device('cpu'));"
+            "m = b.methods(W, X, y)[%r]; base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+            "m(); print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+            % (os.path.dirname(os.path.abspath(__file__)), n, d, c, str(dtype).split(".")[1], name))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--n", default="500,49000", help="comma-separated numbers of examples")
+    ap.add_argument("--d", type=int, default=3073, help="input dimension (CIFAR-10 + bias)")
+    ap.add_argument("--c", type=int, default=10, help="classes")
+    ap.add_argument("--dtype", default="float32", help="float32 or float64")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per method (median)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    args = ap.parse_args(argv)
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+
+    rows = []
+    for n in (int(v) for v in args.n.split(",")):
+        W, X, y = make_problem(n, args.d, args.c, dtype, device)
+        timed = {name: timeit(fn, args.repeat, device) for name, fn in methods(W, X, y).items()}
+        lay = {name: timeit(fn, args.repeat, device) for name, fn in layouts(W, X, y).items()}
+        for name, sec in timed.items():
+            mem = None if args.no_memory or "naive" in name else peak_memory(name, n, args.d, args.c, dtype, device)
+            rows.append(dict(n=n, method=name, ms=sec * 1e3, vs_hand=sec / timed["hand"], peak_mib=mem))
+        for name, sec in lay.items():
+            rows.append(dict(n=n, method=f"GEMM {name}", ms=sec * 1e3, vs_hand=sec / timed["hand"], peak_mib=None))
+    meta = dict(device=str(device), dtype=args.dtype, d=args.d, c=args.c, torch=torch.__version__,
+                numpy=np.__version__, threads=torch.get_num_threads(),
+                gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    if args.json:
+        json.dump(dict(meta=meta, rows=rows), sys.stdout, indent=2)
+        print()
+        return
+    where = meta["gpu"] or f"{meta['threads']} threads"
+    print(f"device {meta['device']} ({where}), {args.dtype}, "
+          f"D={args.d}, C={args.c}, torch {meta['torch']}, numpy {meta['numpy']}\n")
+    print("| N | method | ms per loss+grad | time / hand-written | extra peak memory (MiB) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        mem = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        print(f"| {r['n']} | {r['method']} | {r['ms']:.2f} | {r['vs_hand']:.2f} | {mem} |")
+
+
+if __name__ == "__main__":
+    main()
