@@ -1,0 +1,376 @@
+"""Tests of verification.numeric: SVM finite differences, kink analysis, and kinkcheck.
+
+References here are deliberately plain: the full loss evaluated at ``W +/- h e_kj`` in a loop,
+and an analytic SVM gradient written from the formula with a selectable kink convention.
+"""
+import pytest
+import torch
+from torch.autograd.gradcheck import GradcheckError
+
+from verification.numeric import (
+    KINK_EXPLAINED,
+    OK,
+    UNEXPLAINED,
+    KinkcheckError,
+    classify_svm_gradient,
+    kinkcheck,
+    svm_finite_differences,
+    svm_numeric_grad,
+)
+
+F64 = torch.float64
+
+
+# -- plain references -------------------------------------------------------------------------
+
+def _margins(W, X, y, delta):
+    S = X @ W                                                       # (N, C)
+    m = S - S.gather(1, y[:, None]) + delta
+    return m.scatter(1, y[:, None], float("-inf"))                  # no term at j = y_i
+
+
+def _loss(W, X, y, reg, delta=1.0, p=1):
+    return _margins(W, X, y, delta).clamp(min=0).pow(p).sum() / X.shape[0] + reg * (W * W).sum()
+
+
+def _loop_numeric_grad(W, X, y, reg, delta, p, h):
+    G = torch.empty_like(W)
+    for k in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            E = torch.zeros_like(W)
+            E[k, j] = h
+            G[k, j] = (_loss(W + E, X, y, reg, delta, p) - _loss(W - E, X, y, reg, delta, p)) / (2 * h)
+    return G
+
+
+def _loop_crossings(W, X, y, delta, h):
+    """Terms whose margin has opposite strict signs at W + h e_kj and W - h e_kj."""
+    count = torch.zeros(W.shape, dtype=torch.int64)
+    for k in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            E = torch.zeros_like(W)
+            E[k, j] = h
+            mp, mm = _margins(W + E, X, y, delta), _margins(W - E, X, y, delta)
+            count[k, j] = int(((mp > 0) & (mm < 0) | (mp < 0) & (mm > 0)).sum())
+    return count
+
+
+def _svm_grad(W, X, y, reg, *, delta=1.0, p=1, at_zero=0.0, bug=None):
+    """Analytic gradient; ``at_zero`` is the subgradient taken at a margin of exactly 0 (p=1)."""
+    m = _margins(W, X, y, delta)
+    if p == 1:
+        coeff = (m > 0).to(W.dtype) + at_zero * (m == 0).to(W.dtype)
+    else:
+        coeff = 2 * m.clamp(min=0)
+    if bug != "no_column":
+        coeff.scatter_(1, y[:, None], -coeff.sum(1, keepdim=True))
+    grad = X.T @ coeff / X.shape[0]
+    if bug != "no_reg":
+        grad = grad + 2 * reg * W
+    return 2 * grad if bug == "factor2" else grad
+
+
+def _problem(N, D, C, *, seed=0, x_scale=1.0, w_scale=0.5, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(N, D, generator=g, dtype=dtype) * x_scale
+    W = torch.randn(D, C, generator=g, dtype=dtype) * w_scale
+    y = torch.randint(0, C, (N,), generator=g)
+    return W, X, y
+
+
+def _kinky_problem():
+    """Small integers and a delta that put several margins exactly at 0, plus a step of 0.05."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randint(-3, 4, (24, 5), generator=g).to(F64)
+    W = torch.randint(-2, 3, (5, 4), generator=g).to(F64) / 8
+    y = torch.randint(0, 4, (24,), generator=g)
+    return W, X, y, 1.0
+
+
+# -- svm_numeric_grad against the loop --------------------------------------------------------
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("h", [1e-5, 0.05])
+def test_svm_numeric_grad_matches_loop(p, h):
+    W, X, y = _problem(30, 6, 4)
+    expected = _loop_numeric_grad(W, X, y, 0.3, 1.0, p, h)
+    torch.testing.assert_close(svm_numeric_grad(W, X, y, 0.3, p=p, h=h), expected, rtol=0, atol=1e-9)
+    naive = svm_finite_differences(W, X, y, 0.3, p=p, h=h, naive=True).grad
+    torch.testing.assert_close(naive, expected, rtol=0, atol=1e-9)
+
+
+def test_svm_numeric_grad_loop_comparison_is_sharp():
+    """Negative twin: one changed label moves the loop's answer beyond the tolerance used above."""
+    W, X, y = _problem(30, 6, 4)
+    y2 = y.clone()
+    y2[0] = (y[0] + 1) % 4
+    expected = _loop_numeric_grad(W, X, y2, 0.3, 1.0, 1, 1e-5)
+    assert (svm_numeric_grad(W, X, y, 0.3, h=1e-5) - expected).abs().max() > 1e-3
+
+
+def test_svm_numeric_grad_is_exact_for_p2_off_kinks():
+    """Away from kinks the squared hinge is quadratic, so the central difference is exact."""
+    W, X, y = _problem(40, 5, 3)
+    fd = svm_finite_differences(W, X, y, 0.1, p=2, h=1e-3)
+    assert int(fd.crossings.sum()) == 0
+    torch.testing.assert_close(fd.grad, _svm_grad(W, X, y, 0.1, p=2), rtol=1e-12, atol=1e-12)
+
+
+# -- kink counting and bound --------------------------------------------------------------------
+
+def test_crossings_match_a_loop_over_perturbed_margins():
+    W, X, y, delta = _kinky_problem()
+    fd = svm_finite_differences(W, X, y, delta=delta, h=0.05)
+    expected = _loop_crossings(W, X, y, delta, 0.05)
+    assert int(expected.sum()) > 0
+    assert torch.equal(fd.crossings, expected)
+
+
+def test_no_crossings_at_a_small_step():
+    """Negative twin: far from exact zeros a small step crosses nothing and every coordinate is ok."""
+    W, X, y = _problem(30, 6, 4)
+    fd = svm_finite_differences(W, X, y, 0.3, h=1e-7)
+    assert int(fd.crossings.sum()) == 0
+    assert classify_svm_gradient(_svm_grad(W, X, y, 0.3), fd).counts()["ok"] == W.numel()
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("at_zero", [0.0, 0.5, 1.0])
+def test_reference_gradient_is_never_unexplained_at_kinks(p, at_zero):
+    W, X, y, delta = _kinky_problem()
+    for h in (1e-6, 0.05, 0.2):
+        fd = svm_finite_differences(W, X, y, 0.2, delta=delta, p=p, h=h)
+        check = classify_svm_gradient(_svm_grad(W, X, y, 0.2, delta=delta, p=p, at_zero=at_zero), fd)
+        assert check.passed, check.counts()
+    assert check.counts()["kink_explained"] > 0            # the large step does straddle kinks
+
+
+def test_kink_bound_is_attained_for_p1_at_an_exact_zero():
+    """One term at m = 0 exactly: the central difference is s/2 and the bound is |s|/2."""
+    X = torch.tensor([[2.0]], dtype=F64)
+    W = torch.zeros(1, 2, dtype=F64)
+    y = torch.tensor([0])
+    fd = svm_finite_differences(W, X, y, delta=0.0, h=1e-3)
+    torch.testing.assert_close(fd.grad, torch.tensor([[-1.0, 1.0]], dtype=F64))
+    torch.testing.assert_close(fd.kink_bound, torch.tensor([[1.0, 1.0]], dtype=F64))
+    assert fd.crossings.tolist() == [[1, 1]]
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("bug", ["no_reg", "no_column", "factor2"])
+def test_buggy_gradients_are_unexplained(p, bug):
+    W, X, y, delta = _kinky_problem()
+    fd = svm_finite_differences(W, X, y, 0.2, delta=delta, p=p, h=0.05)
+    check = classify_svm_gradient(_svm_grad(W, X, y, 0.2, delta=delta, p=p, bug=bug), fd)
+    assert check.counts()["unexplained"] > 0
+
+
+def test_status_codes_follow_the_rule():
+    W, X, y, delta = _kinky_problem()
+    fd = svm_finite_differences(W, X, y, 0.2, delta=delta, h=0.05)
+    check = classify_svm_gradient(_svm_grad(W, X, y, 0.2, delta=delta, bug="factor2"), fd)
+    assert torch.equal(check.status == OK, check.error <= check.fp_tol)
+    kink = (check.status == KINK_EXPLAINED)
+    assert bool((fd.crossings[kink] > 0).all()) and bool((check.error[kink] <= check.allowed[kink]).all())
+    assert bool((check.error[check.status == UNEXPLAINED] > check.allowed[check.status == UNEXPLAINED]).all())
+
+
+# -- float32 user code at pixel-like scale ------------------------------------------------------
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_float32_reference_passes_against_float64_differences(p):
+    W, X, y = _problem(300, 80, 10, seed=1, x_scale=60.0, w_scale=1e-4)
+    fd = svm_finite_differences(W, X, y, 2.5e4, p=p)
+    analytic = _svm_grad(W.float(), X.float(), y, 2.5e4, p=p)
+    check = classify_svm_gradient(analytic, fd)
+    assert check.passed, check.counts()
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("bug", ["no_reg", "no_column", "factor2"])
+def test_float32_buggy_gradients_are_unexplained(p, bug):
+    W, X, y = _problem(300, 80, 10, seed=1, x_scale=60.0, w_scale=1e-4)
+    fd = svm_finite_differences(W, X, y, 2.5e4, p=p)
+    check = classify_svm_gradient(_svm_grad(W.float(), X.float(), y, 2.5e4, p=p, bug=bug), fd)
+    assert check.counts()["unexplained"] > W.numel() // 10
+
+
+def test_chunking_does_not_change_the_answer():
+    W, X, y = _problem(50, 9, 5, x_scale=3.0)
+    whole = svm_finite_differences(W, X, y, 0.1, h=0.02)
+    small = svm_finite_differences(W, X, y, 0.1, h=0.02, chunk_bytes=1)
+    for name in ("grad", "crossings", "kink_bound", "magnitude", "side_slack"):
+        torch.testing.assert_close(getattr(small, name), getattr(whole, name), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"p": 3}, "p must be 1 or 2, got 3"),
+                                             ({"h": 0.0}, "h must be positive, got 0.0")])
+def test_bad_arguments_are_named(kwargs, message):
+    W, X, y = _problem(4, 3, 2)
+    with pytest.raises(ValueError, match=message):
+        svm_finite_differences(W, X, y, **kwargs)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_svm_finite_differences_on_cuda_match_cpu():
+    W, X, y = _problem(200, 30, 10, x_scale=60.0, w_scale=1e-3)
+    cpu = svm_finite_differences(W, X, y, 0.5, h=1e-3)
+    gpu = svm_finite_differences(W.cuda(), X.cuda(), y.cuda(), 0.5, h=1e-3)
+    torch.testing.assert_close(gpu.grad.cpu(), cpu.grad, rtol=1e-10, atol=1e-10)
+    assert torch.equal(gpu.crossings.cpu(), cpu.crossings)
+
+
+# -- kinkcheck: L1 ------------------------------------------------------------------------------
+
+# exact zeros at 0 and 1, within the step (1e-6) of zero at 2 and 3, smooth elsewhere
+L1_X = torch.tensor([0.0, 0.0, 3e-7, -4e-7, 0.5, -1.2], dtype=F64)
+
+
+def _l1(x):
+    return x.abs().sum()
+
+
+@pytest.mark.parametrize("at_zero", [0.0, 1.0, -0.3])
+def test_kinkcheck_l1_passes_any_subgradient(at_zero):
+    analytic = torch.where(L1_X == 0, torch.full_like(L1_X, at_zero), torch.sign(L1_X))
+    report = kinkcheck(_l1, L1_X, analytic)
+    assert report.ok
+    assert report.is_kink.tolist() == [True, True, True, True, False, False]
+
+
+@pytest.mark.parametrize("index, value, kind", [(2, -1.0, "straddles a kink"),   # sign flipped
+                                                (4, 2.0, "!= numeric"),          # factor 2
+                                                (0, 1.5, "straddles a kink")])   # outside [d-, d+]
+def test_kinkcheck_l1_names_the_wrong_coordinate(index, value, kind):
+    analytic = torch.sign(L1_X)
+    analytic[index] = value
+    with pytest.raises(KinkcheckError, match=rf"coordinate \({index},\).*{kind}") as info:
+        kinkcheck(_l1, L1_X, analytic)
+    assert info.value.index == (index,)
+    assert f"analytic {value!r}" in str(info.value)
+
+
+def test_gradcheck_fails_where_kinkcheck_passes():
+    """The contrast: autograd's own |x| gradient is right, gradcheck rejects it off-centre of a kink."""
+    x = L1_X.clone().requires_grad_()
+    with pytest.raises(GradcheckError):
+        torch.autograd.gradcheck(_l1, (x,))
+    (grad,) = torch.autograd.grad(_l1(x), x)
+    assert kinkcheck(_l1, L1_X, grad).ok
+
+
+def test_gradcheck_and_kinkcheck_agree_away_from_kinks():
+    """Negative twin: with no kink within the step both checks pass and see no kink."""
+    x = torch.tensor([0.3, -0.7, 2.0], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(_l1, (x,))
+    report = kinkcheck(_l1, x.detach(), torch.sign(x.detach()))
+    assert report.ok and not bool(report.is_kink.any())
+
+
+def test_kinkcheck_report_without_raising():
+    analytic = torch.sign(L1_X)
+    analytic[3] = 1.0                                             # wrong side of a near kink
+    report = kinkcheck(_l1, L1_X, analytic, raise_exception=False)
+    assert report.passed.tolist() == [True, True, True, False, True, True]
+    assert report.forward[3] == pytest.approx(1 - 2 * 0.4, abs=1e-6)        # 0.2 of the step
+    assert report.backward[3] == pytest.approx(-1.0, abs=1e-9)
+    assert report.numeric.shape == L1_X.shape
+
+
+# -- kinkcheck: a ReLU network ------------------------------------------------------------------
+
+def _relu_net():
+    """One hidden layer. Unit 0 has pre-activation exactly 0 (inputs 0, 1), unit 1 is 2e-7, within
+    the step of 0 (inputs 2, 3); input 4 reaches neither. One kink per coordinate, since two kinks
+    of opposite convexity in one step are beyond the one-sided rule (see kinkcheck)."""
+    A = torch.tensor([[1.0, -2.0, 0.0, 0.0, 0.0],
+                      [0.0, 0.0, 1.0, -1.0, 0.0],
+                      [0.5, 0.5, -1.0, 0.25, 1.0],
+                      [-1.0, 0.0, 2.0, 1.0, 0.5]], dtype=F64)     # (H, n)
+    x = torch.tensor([0.5, -0.25, 1.5, 0.75, 1.0], dtype=F64)
+    b = torch.tensor([0.0, 0.0, 0.1, -0.3], dtype=F64)
+    b[0] = -(A[0] @ x)                                            # exact: dyadic numbers
+    b[1] = 2e-7 - A[1] @ x
+    v = torch.tensor([1.5, -2.0, 0.7, 1.1], dtype=F64)
+
+    def f(x):
+        return torch.relu(A @ x + b) @ v
+
+    def grad(x, at_zero=0.0, flip_unit1=False):
+        z = A @ x + b
+        active = (z > 0).to(F64) + at_zero * (z == 0).to(F64)
+        if flip_unit1:
+            active[1] = 1 - active[1]
+        return A.T @ (v * active)
+
+    return f, grad, x
+
+
+@pytest.mark.parametrize("at_zero", [0.0, 0.5, 1.0])
+def test_kinkcheck_relu_net_passes_any_subgradient(at_zero):
+    f, grad, x = _relu_net()
+    report = kinkcheck(f, x, grad(x, at_zero))
+    assert report.ok
+    assert report.is_kink.tolist() == [True, True, True, True, False]
+
+
+def test_kinkcheck_relu_net_catches_the_wrong_side_and_a_factor_2():
+    f, grad, x = _relu_net()
+    with pytest.raises(KinkcheckError, match=r"coordinate \(2,\).*straddles a kink"):
+        kinkcheck(f, x, grad(x, flip_unit1=True))
+    with pytest.raises(KinkcheckError, match=r"coordinate \(0,\).*straddles a kink") as info:
+        kinkcheck(f, x, 2 * grad(x))
+    assert not bool(info.value.report.passed[4])                  # the smooth coordinate too
+
+
+def test_gradcheck_fails_on_the_relu_net_at_the_kinks():
+    f, grad, x = _relu_net()
+    with pytest.raises(GradcheckError):
+        torch.autograd.gradcheck(f, (x.clone().requires_grad_(),))
+    xr = x.clone().requires_grad_()
+    (autograd_grad,) = torch.autograd.grad(f(xr), xr)
+    assert kinkcheck(f, x, autograd_grad).ok
+
+
+# -- kinkcheck: the SVM loss as a plain function, evaluation modes, warnings ------------------------
+
+def test_kinkcheck_svm_loss():
+    W, X, y, delta = _kinky_problem()
+    f = lambda w: _loss(w.reshape(W.shape), X, y, 0.2, delta)  # noqa: E731
+    assert kinkcheck(f, W, _svm_grad(W, X, y, 0.2, delta=delta, at_zero=1.0)).ok
+    with pytest.raises(KinkcheckError):
+        kinkcheck(f, W, _svm_grad(W, X, y, 0.2, delta=delta, bug="no_column"))
+
+
+def test_kinkcheck_batched_vmapped_and_looped_agree():
+    analytic = torch.sign(L1_X)
+    vmapped = kinkcheck(_l1, L1_X, analytic)
+    batched = kinkcheck(lambda P: P.abs().sum(-1), L1_X, analytic, batched=True)
+    looped = kinkcheck(lambda x: torch.tensor(float(x.abs().sum()), dtype=F64), L1_X, analytic)  # vmap cannot
+    for other in (batched, looped):
+        torch.testing.assert_close(other.numeric, vmapped.numeric, rtol=0, atol=0)
+        assert torch.equal(other.is_kink, vmapped.is_kink)
+
+
+def test_kinkcheck_small_batches_agree():
+    analytic = torch.sign(L1_X)
+    one = kinkcheck(_l1, L1_X, analytic, max_batch=1)
+    torch.testing.assert_close(one.forward, kinkcheck(_l1, L1_X, analytic).forward, rtol=0, atol=0)
+
+
+def test_kinkcheck_warns_below_float64():
+    x = torch.tensor([0.3, -0.7], dtype=torch.float32)
+    with pytest.warns(UserWarning, match="not float64"):
+        kinkcheck(_l1, x, torch.sign(x), eps=1e-3)
+
+
+def test_kinkcheck_is_silent_in_float64(recwarn):
+    x = torch.tensor([0.3, -0.7], dtype=F64)
+    kinkcheck(_l1, x, torch.sign(x))
+    assert not [w for w in recwarn if "float64" in str(w.message)]
+
+
+def test_kinkcheck_bad_shape_is_named():
+    with pytest.raises(ValueError, match=r"shape of x \(6,\), got \(5,\)"):
+        kinkcheck(_l1, L1_X, torch.zeros(5, dtype=F64))

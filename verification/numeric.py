@@ -1,0 +1,497 @@
+r"""Finite differences that know where the kinks are.
+
+Two tools live here, one for the SVM loss and one for any scalar function.
+
+**1. The SVM loss, every coordinate, in one pass.** With ``W: (D, C)``, ``X: (N, D)``,
+``y: (N,) int64`` and the CS231n loss
+
+.. math::
+
+    L(W) = \frac{1}{N} \sum_i \sum_{j \ne y_i} \phi(m_{ij}) + \mathrm{reg} \sum W^2,
+    \qquad m_{ij} = S_{ij} - S_{i y_i} + \Delta,\quad S = XW,\quad \phi(m) = \max(0, m)^p,
+
+perturbing ``W[k, j]`` by ``t`` moves only column ``j`` of ``S``, by ``t X[:, k]``: the term
+``(i, j)`` (``j != y_i``) moves by ``+t X_ik`` and, in rows with ``y_i == j``, every other term
+``(i, c)`` moves by ``-t X_ik``. So the central difference of every coordinate is a sum of
+*per-term* differences ``phi(m + h s) - phi(m - h s)`` with ``s = X_ik``, and
+:func:`svm_finite_differences` computes all ``2 D C`` perturbed losses from one ``(K, N, C)``
+tensor per chunk of ``K`` rows of ``W``, never re-evaluating ``X @ W``. The per-term
+differences are taken in closed form (``a = h|s|``, ``lo/hi = m -/+ a``)::
+
+    p = 1:  2a if lo >= 0 else max(0, hi)  =  min(max(0, hi), 2a)     (times sign(s))
+    p = 2:  4ma if lo >= 0 else max(0, hi)^2
+
+which is the exact value of ``L(w + h) - L(w - h)`` for the margins as computed, free of the
+cancellation of subtracting two full losses; the regulariser adds ``4 reg w h`` exactly.
+``naive=True`` instead returns what evaluating the full loss at ``w +/- h`` in the input dtype
+gives (for studying rounding; ``C`` times slower).
+
+A second pass over the few terms with ``|m| < h max_k |X_ik|`` (the only ones that can cross)
+gives, per coordinate, the *kink* side information (:class:`SvmFiniteDifferences`):
+
+* ``crossings``: the number of hinge terms whose margin changes sign strictly inside the step,
+  ``m - h|s| < 0 < m + h|s|`` (a margin that is exactly 0 at an end of the step does not change
+  sign there, and the central difference then equals the one-sided slope that the analytic
+  gradient also takes, so it is not counted).
+* ``kink_bound``: how far those crossings can move the central difference away from the
+  analytic derivative with *any* valid subgradient at ``m = 0``. For a crossing term let
+  ``a = h|s|`` and ``u = m / a`` in ``(-1, 1)``. Its central difference is
+  ``s theta`` with ``theta = (1 + u) / 2`` for ``p = 1`` (between 0 and the slope ``s``) while
+  the analytic value is
+  ``s [m > 0]`` (or ``s g`` with ``g`` in ``[0, 1]`` at ``m = 0``); because rounding may put a
+  near-zero margin on either side in the analytic code, we bound the gap over both sides:
+  ``|s| max(theta, 1 - theta) = (|s| + |m|/h) / 2`` (``|s|/2`` at ``m = 0``, attained).
+  For ``p = 2`` the loss is C^1, the analytic value ``2 max(0, m) s`` is unambiguous and the gap
+  is exactly ``|s|^2 h (1 - |u|)^2 / 2 = (h|s| - |m|)^2 / (2h)`` (at most ``s^2 h / 2``). Each
+  bound is divided by ``N`` and summed over the coordinate's crossing terms.
+* ``magnitude``: the sum of ``|contribution|`` an analytic gradient adds up at that coordinate,
+  over the terms active at ``W`` or crossing (``|s|/N`` each for ``p = 1``;
+  ``2|s|(|m| + mscale)/N`` for ``p = 2``, which also covers rounding of the margin; plus
+  ``2 reg |w|``). Here ``mscale = (|X||W|)_{ic} + (|X||W|)_{iy_i} + |delta|``: ``eps * mscale``
+  is the rounding of a margin whose dot products are summed one term after another (a
+  random walk of partial sums; blocked BLAS sums do better).
+* ``side_slack``: ``p = 1`` terms that do not cross but whose margin is within the rounding
+  ``tau = 4 margin_eps mscale`` of zero, where a
+  correct analytic code in a lower precision may take the other side: ``|s|/N`` each.
+
+:func:`classify_svm_gradient` then labels each coordinate of an analytic gradient from
+anywhere, with ``err = |analytic - numeric|`` and
+``fp_tol = fp_factor * eps(analytic.dtype) * (1 + sqrt(N)) * magnitude + side_slack``:
+
+* ``OK`` if ``err <= fp_tol``;
+* ``KINK_EXPLAINED`` if not, but ``crossings >= 1`` and ``err <= kink_bound + fp_tol``;
+* ``UNEXPLAINED`` otherwise: a bug in the analytic gradient.
+
+The ``(1 + sqrt(N))`` is the random-walk growth of rounding over the ``N`` summed contributions;
+at CIFAR-like points (``X ~ 60 randn``, ``W ~ 1e-4 randn``, ``N`` = 500 or 3000) a correct
+float32 gradient reaches at most 3% of ``fp_tol`` on coordinates without crossings.
+
+**2. Any scalar function:** :func:`kinkcheck` is ``torch.autograd.gradcheck`` for nonsmooth
+functions. With ``d+ = (f(x + h e_i) - f(x)) / h`` and ``d- = (f(x) - f(x - h e_i)) / h`` a
+coordinate *straddles a kink* when ``|d+ - d-|`` exceeds what the tolerance, smooth curvature and
+rounding allow (see :func:`kinkcheck`); there the analytic value must lie between ``d-`` and
+``d+`` (the proposal of Caffe issue #1334), elsewhere it must match the central difference.
+
+Public API: :func:`svm_finite_differences`, :func:`svm_numeric_grad`,
+:class:`SvmFiniteDifferences`, :func:`classify_svm_gradient`, :class:`SvmGradientCheck`,
+``OK``/``KINK_EXPLAINED``/``UNEXPLAINED``/``STATUS_NAMES``, :func:`kinkcheck`,
+:class:`KinkcheckReport`, :class:`KinkcheckError`.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+__all__ = [
+    "svm_finite_differences",
+    "svm_numeric_grad",
+    "SvmFiniteDifferences",
+    "classify_svm_gradient",
+    "SvmGradientCheck",
+    "OK",
+    "KINK_EXPLAINED",
+    "UNEXPLAINED",
+    "STATUS_NAMES",
+    "kinkcheck",
+    "KinkcheckReport",
+    "KinkcheckError",
+]
+
+#: Status codes of :func:`classify_svm_gradient`, and their names (``STATUS_NAMES[code]``).
+OK, KINK_EXPLAINED, UNEXPLAINED = 0, 1, 2
+STATUS_NAMES = ("ok", "kink_explained", "unexplained")
+
+#: Bytes one ``(K, N, C)`` temporary may take; the pass holds about five of them.
+_CHUNK_BYTES = 64 * 2**20
+
+
+# --------------------------------------------------------------------------------------------
+# 1. The SVM loss
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class SvmFiniteDifferences:
+    """Central differences of the SVM loss and their kink side information, all ``(D, C)``."""
+
+    grad: torch.Tensor        # (D, C) central difference (L(w+h) - L(w-h)) / 2h
+    crossings: torch.Tensor   # (D, C) int64, hinge terms whose margin changes sign in the step
+    kink_bound: torch.Tensor  # (D, C) max |central - analytic| the crossings can cause
+    magnitude: torch.Tensor   # (D, C) sum of |contributions| an analytic gradient adds up
+    side_slack: torch.Tensor  # (D, C) p=1 non-crossing terms within rounding of a kink
+    n: int                    # N, the number of examples
+    h: float                  # the step
+    p: int                    # the hinge power
+
+
+def _check_svm_inputs(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, p: int, h: float) -> None:
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p}")
+    if not h > 0:
+        raise ValueError(f"h must be positive, got {h}")
+    if W.dim() != 2 or X.dim() != 2 or y.dim() != 1:
+        raise ValueError(f"need W: (D, C), X: (N, D), y: (N,), got W {tuple(W.shape)}, "
+                         f"X {tuple(X.shape)}, y {tuple(y.shape)}")
+    if X.shape[1] != W.shape[0] or X.shape[0] != y.shape[0]:
+        raise ValueError(f"shapes do not fit: W {tuple(W.shape)}, X {tuple(X.shape)}, y {tuple(y.shape)}")
+    if not W.is_floating_point() or X.dtype != W.dtype:
+        raise TypeError(f"W and X must share one floating dtype, got {W.dtype} and {X.dtype}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"y must be int64, got {y.dtype}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= W.shape[1]):
+        raise ValueError(f"y must lie in [0, {W.shape[1]}), got values in [{int(y.min())}, {int(y.max())}]")
+
+
+def _svm_margins(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, delta: float) -> torch.Tensor:
+    """``m[i, j] = S_ij - S_{i,y_i} + delta`` with ``-inf`` at ``j = y_i`` (no term there)."""
+    S = X @ W                                                # (N, C)
+    m = S - S.gather(1, y[:, None]) + delta
+    return m.scatter_(1, y[:, None], float("-inf"))
+
+
+def _to_coordinates(q: torch.Tensor, Y: torch.Tensor, sign: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sum per-term values ``q: (K, N, C)`` onto coordinates ``(K, C)``.
+
+    Term ``(i, c)`` counts at ``(k, c)`` and, negated when ``sign`` is given (a signed quantity),
+    at ``(k, y_i)``. ``sign: (K, N)`` multiplies the term's value (the sign of its slope).
+    """
+    if sign is None:
+        return q.sum(1) + q.sum(2) @ Y
+    return torch.einsum("kn,knc->kc", sign, q) - (sign * q.sum(2)) @ Y
+
+
+def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float = 0.0, *,
+                           delta: float = 1.0, p: int = 1, h: float = 1e-5, naive: bool = False,
+                           margin_eps: Optional[float] = None,
+                           chunk_bytes: int = _CHUNK_BYTES) -> SvmFiniteDifferences:
+    """Central differences of the SVM loss at every coordinate of ``W``, with kink information.
+
+    See the module docstring for the formulas and bounds.
+
+    Args:
+        W: ``(D, C)`` weights. X: ``(N, D)`` examples, same dtype. y: ``(N,)`` int64 labels.
+        reg: L2 strength (default 0.0). delta: the margin (default 1.0). p: hinge power, 1 or 2.
+        h: the step (default 1e-5).
+        naive: return ``(L(w + h) - L(w - h)) / 2h`` with both losses evaluated in full in the
+            input dtype (the rounding a hand-rolled check suffers) instead of the exact per-term
+            difference (default False). The kink information is the same.
+        margin_eps: relative precision of the analytic code's margins, for ``side_slack``
+            (default ``eps(float32)``: a correct float32 or float64 gradient is never
+            unexplained; pass ``torch.finfo(torch.bfloat16).eps`` for lower precision).
+        chunk_bytes: budget of one ``(K, N, C)`` temporary (default 64 MiB; peak ~5x that).
+
+    Returns:
+        :class:`SvmFiniteDifferences`, every field ``(D, C)`` in the dtype and on the device of W.
+    """
+    _check_svm_inputs(W, X, y, p, h)
+    D, C = W.shape
+    N = X.shape[0]
+    margin_eps = torch.finfo(torch.float32).eps if margin_eps is None else margin_eps
+    with torch.no_grad():
+        W, X = W.detach(), X.detach()
+        m = _svm_margins(W, X, y, delta)                                # (N, C)
+        A = X.abs() @ W.abs()                                           # (N, C) scale of |S|
+        scale = A + A.gather(1, y[:, None]) + abs(delta)                # rounding of m / eps
+        Y = torch.nn.functional.one_hot(y, C).to(W.dtype)               # (N, C)
+        K = max(1, chunk_bytes // max(1, N * C * W.element_size()))
+        if naive:
+            grad = _svm_naive_differences(W, X, y, reg, delta, p, h, K)
+        else:
+            grad = _svm_exact_differences(m, X, Y, p, h, K) / (2 * h * N) + 2 * reg * W
+        # |contributions| of the terms active at W: (|s| or 2|s|(|m| + scale)) per term
+        active = (m > 0).to(m.dtype) if p == 1 else torch.where(m > 0, 2 * (m.abs() + scale), 0.0)
+        magnitude = X.abs().T @ (active + Y * active.sum(1, keepdim=True))
+        kinks = _svm_kinks(m, X, y, p, h, 4 * margin_eps * scale, scale, chunk_bytes)
+    return SvmFiniteDifferences(
+        grad=grad,
+        crossings=kinks["crossings"].round().to(torch.int64),
+        kink_bound=kinks["bound"] / N,
+        magnitude=(magnitude + kinks["magnitude"]) / N + 2 * abs(reg) * W.abs(),
+        side_slack=kinks["slack"] / N,
+        n=N, h=float(h), p=p,
+    )
+
+
+def _svm_exact_differences(m: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, p: int, h: float,
+                           K: int) -> torch.Tensor:
+    """``N (L(w + h) - L(w - h))`` less the regulariser, per coordinate, from per-term differences."""
+    D, C = X.shape[1], m.shape[1]
+    diff = torch.empty(D, C, dtype=m.dtype, device=m.device)
+    for k0 in range(0, D, K):
+        rows = slice(k0, k0 + K)
+        s = X[:, rows].T                                                # (K, N) slopes
+        a = (h * s).abs()[..., None]                                    # (K, N, 1)
+        hi = (m + a).clamp_(min=0)                                      # (K, N, C)
+        if p == 1:
+            u = torch.minimum(hi, 2 * a, out=hi)                        # 2a exactly when m >= a
+        else:
+            u = torch.where(m >= a, 4 * m * a, hi.square_())
+        diff[rows] = _to_coordinates(u, Y, torch.sign(s))
+    return diff
+
+
+def _svm_kinks(m: torch.Tensor, X: torch.Tensor, y: torch.Tensor, p: int, h: float, tau: torch.Tensor,
+               scale: torch.Tensor, chunk_bytes: int) -> Dict[str, torch.Tensor]:
+    """Crossings, kink bound, side slack and the magnitude of crossing inactive terms, ``(D, C)``.
+
+    Only terms with ``|m| < h max_k |X_ik|`` (they may cross) or ``|m| <= tau`` (side slack)
+    matter; they are few, so this works on a ``(D, P)`` table of those ``P`` terms.
+    """
+    D, C = X.shape[1], m.shape[1]
+    absm = m.abs()
+    reach = h * X.abs().amax(1, keepdim=True)                           # (N, 1)
+    rows, cols = ((absm < reach) | (absm <= tau)).nonzero(as_tuple=True)
+    out = {name: torch.zeros(D, C, dtype=m.dtype, device=m.device)
+           for name in ("crossings", "bound", "slack", "magnitude")}
+    P = max(1, chunk_bytes // max(1, D * m.element_size()))
+    for t0 in range(0, len(rows), P):
+        i, c = rows[t0:t0 + P], cols[t0:t0 + P]                          # (P,) terms
+        mt, at = m[i, c], absm[i, c]
+        a = h * X[i].abs().T                                            # (D, P) h |slope|
+        cross = at < a
+        if p == 1:
+            per_term = {
+                "bound": torch.where(cross, (a + at) / (2 * h), 0.0),
+                "slack": torch.where(~cross & (at <= tau[i, c]), a / h, 0.0),
+                "magnitude": torch.where(cross & (mt <= 0), a / h, 0.0),
+            }
+        else:
+            per_term = {
+                "bound": torch.where(cross, (a - at).square() / (2 * h), 0.0),
+                "magnitude": torch.where(cross & (mt <= 0), 2 * (a / h) * (at + scale[i, c]), 0.0),
+            }
+        per_term["crossings"] = cross.to(m.dtype)
+        for name, q in per_term.items():
+            out[name].index_add_(1, c, q).index_add_(1, y[i], q)
+    return out
+
+
+def _svm_naive_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float,
+                           delta: float, p: int, h: float, K: int) -> torch.Tensor:
+    """``(L(W + h e_kj) - L(W - h e_kj)) / 2h`` with each loss summed in full in W's dtype."""
+    D, C = W.shape
+    N = X.shape[0]
+    S = X @ W                                                           # (N, C)
+    sq = (W * W).sum()
+    grad = torch.empty_like(W)
+    for j in range(C):
+        for k0 in range(0, D, K):
+            rows = slice(k0, k0 + K)
+            w = W[rows, j]                                              # (K,)
+            losses = []
+            for step in (h, -h):
+                w_new = w + step                                        # rounded as user code would
+                Sp = S.expand(w.shape[0], N, C).clone()                 # (K, N, C)
+                Sp[:, :, j] += (w_new - w)[:, None] * X[:, rows].T
+                mp = Sp - Sp.gather(2, y.expand(w.shape[0], N)[..., None]) + delta
+                mp.scatter_(2, y.expand(w.shape[0], N)[..., None], 0.0)
+                data = mp.clamp(min=0).pow(p).sum((1, 2)) / N
+                losses.append(data + reg * (sq - w * w + w_new * w_new))
+            grad[rows, j] = (losses[0] - losses[1]) / (2 * h)
+    return grad
+
+
+def svm_numeric_grad(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float = 0.0, *,
+                     delta: float = 1.0, p: int = 1, h: float = 1e-5) -> torch.Tensor:
+    """The ``(D, C)`` central-difference gradient of the SVM loss; see :func:`svm_finite_differences`."""
+    return svm_finite_differences(W, X, y, reg, delta=delta, p=p, h=h).grad
+
+
+@dataclass
+class SvmGradientCheck:
+    """Per-coordinate verdict of :func:`classify_svm_gradient`, every field ``(D, C)``."""
+
+    status: torch.Tensor      # (D, C) int8: OK, KINK_EXPLAINED or UNEXPLAINED
+    error: torch.Tensor       # (D, C) |analytic - numeric|
+    fp_tol: torch.Tensor      # (D, C) the floating-point allowance
+    allowed: torch.Tensor     # (D, C) fp_tol + kink_bound where crossings >= 1, else fp_tol
+
+    @property
+    def passed(self) -> bool:
+        """True when no coordinate is unexplained."""
+        return not bool((self.status == UNEXPLAINED).any())
+
+    def counts(self) -> Dict[str, int]:
+        """``{"ok": n0, "kink_explained": n1, "unexplained": n2}``."""
+        return {name: int((self.status == code).sum()) for code, name in enumerate(STATUS_NAMES)}
+
+
+def classify_svm_gradient(analytic: torch.Tensor, fd: SvmFiniteDifferences, *,
+                          fp_factor: float = 4.0) -> SvmGradientCheck:
+    """Label each coordinate of an analytic SVM gradient ``ok``, ``kink_explained`` or ``unexplained``.
+
+    Args:
+        analytic: ``(D, C)`` gradient from anywhere (any floating dtype, any kink convention).
+        fd: :func:`svm_finite_differences` at the same point.
+        fp_factor: safety factor of the rounding allowance (default 4.0):
+            ``fp_tol = fp_factor * eps(analytic.dtype) * (1 + sqrt(N)) * magnitude + side_slack``,
+            the random-walk rounding of a sum of ``N`` contributions of that magnitude.
+    """
+    if analytic.shape != fd.grad.shape:
+        raise ValueError(f"analytic must have shape {tuple(fd.grad.shape)}, got {tuple(analytic.shape)}")
+    if not analytic.is_floating_point():
+        raise TypeError(f"analytic must be floating point, got {analytic.dtype}")
+    eps = torch.finfo(analytic.dtype).eps + torch.finfo(fd.grad.dtype).eps
+    error = (analytic.detach().to(fd.grad) - fd.grad).abs()
+    fp_tol = fp_factor * eps * (1 + math.sqrt(fd.n)) * fd.magnitude + fd.side_slack
+    allowed = torch.where(fd.crossings > 0, fp_tol + fd.kink_bound, fp_tol)
+    status = torch.full_like(error, UNEXPLAINED, dtype=torch.int8)
+    status[error <= allowed] = KINK_EXPLAINED
+    status[error <= fp_tol] = OK
+    return SvmGradientCheck(status=status, error=error, fp_tol=fp_tol, allowed=allowed)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Any scalar function
+# --------------------------------------------------------------------------------------------
+
+class KinkcheckError(RuntimeError):
+    """:func:`kinkcheck` found a coordinate where the analytic gradient is wrong.
+
+    ``index`` is the coordinate (a tuple into ``x``); ``report`` the full :class:`KinkcheckReport`.
+    """
+
+    def __init__(self, message: str, index: Tuple[int, ...], report: "KinkcheckReport"):
+        super().__init__(message)
+        self.index = index
+        self.report = report
+
+
+@dataclass
+class KinkcheckReport:
+    """Per-coordinate result of :func:`kinkcheck`; every tensor has the shape of ``x``."""
+
+    numeric: torch.Tensor     # central difference (f(x+h) - f(x-h)) / (2h)
+    forward: torch.Tensor     # d+ = (f(x+h) - f(x)) / h
+    backward: torch.Tensor    # d- = (f(x) - f(x-h)) / h
+    analytic: torch.Tensor    # the gradient under test
+    is_kink: torch.Tensor     # bool, the one-sided slopes disagree: a kink lies in [x-h, x+h]
+    passed: torch.Tensor      # bool
+    tolerance: torch.Tensor   # the allowance used at each coordinate
+
+    @property
+    def ok(self) -> bool:
+        """True when every coordinate passed."""
+        return bool(self.passed.all())
+
+
+def _evaluate_stack(f: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor,
+                    batched: bool) -> torch.Tensor:
+    """``f`` at each row of ``points: (B, *x.shape)`` -> ``(B,)``: batched, vmapped or looped."""
+    if batched:
+        return f(points).reshape(-1)
+    try:
+        return torch.func.vmap(f)(points).reshape(-1)
+    except Exception:  # noqa: BLE001 - any f vmap cannot trace falls back to the plain loop
+        return torch.stack([torch.as_tensor(f(p)).reshape(()) for p in points])
+
+
+def kinkcheck(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, analytic: torch.Tensor, *,
+              eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3, fp_factor: float = 8.0,
+              raise_exception: bool = True, batched: bool = False,
+              max_batch: int = 4096) -> KinkcheckReport:
+    r"""Check ``analytic`` (the gradient of the scalar ``f`` at ``x``) by kink-aware finite differences.
+
+    For each coordinate ``i``, with the steps actually taken in ``x``'s dtype
+    (``h+ = (x_i + eps) - x_i``, ``h- = x_i - (x_i - eps)``):
+
+    .. math::
+
+        d_+ = \frac{f(x + h_+ e_i) - f(x)}{h_+},\quad
+        d_- = \frac{f(x) - f(x - h_- e_i)}{h_-},\quad
+        c = \frac{f(x + h_+ e_i) - f(x - h_- e_i)}{h_+ + h_-}.
+
+    Rounding of ``f`` moves a one-sided slope by up to
+    ``rho = fp_factor * eps(dtype) * max(|f(x)|, |f(x+h)|, |f(x-h)|) / h`` and the allowance for
+    a match is ``tol = atol + rtol * max(|d+|, |d-|) + rho``. The coordinate straddles a kink
+    (``is_kink``) when ``|d+ - d-| > tol + rho``: a smooth ``f`` gives ``|d+ - d-| = h |f''|``, so
+    a kink is declared only where the curvature would exceed ``(atol + rtol|f'|)/h`` (1e1 with
+    the defaults). There the analytic value must lie in ``[min(d-, d+) - tol, max(d-, d+) + tol]``;
+    any subgradient does, and so does ``f'(x)`` of a smooth ``f`` with monotone ``f'`` on the
+    step, so a misjudged curvature only weakens the check there, never fails a correct gradient.
+    Elsewhere ``|analytic - c| <= atol + rtol * |c| + rho`` (``torch.allclose`` style).
+
+    The interval rule needs the slope to be monotone over the step: one kink, or several of one
+    convexity. Two kinks of opposite convexity inside one step (two ReLU units switching in
+    opposite directions along the same coordinate) can put a valid subgradient outside
+    ``[d-, d+]``; a smaller ``eps`` separates them.
+
+    Args:
+        f: maps a tensor shaped like ``x`` to a scalar tensor; with ``batched=True`` it maps
+            ``(B, *x.shape)`` to ``(B,)``. Otherwise ``torch.func.vmap(f)`` is tried, and a plain
+            loop used when vmap cannot trace ``f``.
+        x: the point. A warning is issued unless it is float64.
+        analytic: the gradient to check, shape of ``x``.
+        eps: the step (default 1e-6, as ``torch.autograd.gradcheck``).
+        atol, rtol: tolerances (defaults 1e-5 and 1e-3, as ``torch.autograd.gradcheck``).
+        fp_factor: safety factor of the rounding allowance ``rho`` (default 8.0).
+        raise_exception: raise :class:`KinkcheckError` naming the first failing coordinate
+            (default True); otherwise return the report either way.
+        batched: ``f`` accepts a stack of points (default False).
+        max_batch: most points per evaluation of ``f`` (default 4096; fewer when ``x`` is large,
+            so a stack stays within 64 MiB).
+
+    Returns:
+        :class:`KinkcheckReport`.
+    """
+    if not (x.is_floating_point() and analytic.is_floating_point()):
+        raise TypeError(f"x and analytic must be floating point, got {x.dtype} and {analytic.dtype}")
+    if analytic.shape != x.shape:
+        raise ValueError(f"analytic must have the shape of x {tuple(x.shape)}, got {tuple(analytic.shape)}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    if x.dtype != torch.float64:
+        warnings.warn(f"kinkcheck: x is {x.dtype}, not float64; rounding of f at step eps={eps} "
+                      f"may swamp the differences and make the check meaningless", stacklevel=2)
+    with torch.no_grad():
+        x = x.detach()
+        flat = x.reshape(-1)
+        n = flat.numel()
+        h_plus = (flat + eps) - flat                                     # (n,) steps as taken
+        h_minus = flat - (flat - eps)
+        batch = max(1, min(max_batch, _CHUNK_BYTES // max(1, n * x.element_size())))
+        values = []
+        for start in range(0, 2 * n + 1, batch):
+            idx = torch.arange(start, min(start + batch, 2 * n + 1), device=x.device)
+            # point 0 is x, points 1..n are x + h e_i, points n+1..2n are x - h e_i
+            coord = (idx - 1) % n
+            step = torch.where(idx == 0, 0.0, torch.where(idx <= n, h_plus[coord], -h_minus[coord]))
+            points = flat.repeat(len(idx), 1)                            # (B, n)
+            points[torch.arange(len(idx), device=x.device), coord] += step
+            values.append(_evaluate_stack(f, points.reshape(-1, *x.shape), batched))
+        fx = torch.cat(values).to(x.dtype)
+        f0, fp, fm = fx[0], fx[1:n + 1], fx[n + 1:]
+        forward = (fp - f0) / h_plus
+        backward = (f0 - fm) / h_minus
+        central = (fp - fm) / (h_plus + h_minus)
+        a = analytic.detach().reshape(-1).to(x.dtype)
+        fmax = torch.maximum(torch.maximum(fp.abs(), fm.abs()), f0.abs())
+        rho = fp_factor * torch.finfo(x.dtype).eps * fmax / torch.minimum(h_plus, h_minus)
+        tol = atol + rtol * torch.maximum(forward.abs(), backward.abs()) + rho
+        is_kink = (forward - backward).abs() > tol + rho
+        inside = (a >= torch.minimum(forward, backward) - tol) & (a <= torch.maximum(forward, backward) + tol)
+        close = (a - central).abs() <= atol + rtol * central.abs() + rho
+        passed = torch.where(is_kink, inside, close)
+    report = KinkcheckReport(*(t.reshape(x.shape) for t in (central, forward, backward, a, is_kink,
+                                                            passed, tol)))
+    if raise_exception and not report.ok:
+        raise _kinkcheck_error(report)
+    return report
+
+
+def _kinkcheck_error(report: KinkcheckReport) -> KinkcheckError:
+    """The error naming the first failing coordinate, its values, and how many failed."""
+    failed = (~report.passed).nonzero()
+    index = tuple(int(v) for v in failed[0])
+    a, c = float(report.analytic[index]), float(report.numeric[index])
+    fw, bw, tol = float(report.forward[index]), float(report.backward[index]), float(report.tolerance[index])
+    if bool(report.is_kink[index]):
+        what = (f"the step straddles a kink and analytic {a!r} lies outside the one-sided slopes "
+                f"[d- = {bw!r}, d+ = {fw!r}] (tolerance {tol:.3g})")
+    else:
+        what = f"analytic {a!r} != numeric {c!r} (|diff| = {abs(a - c):.3g}, d- = {bw!r}, d+ = {fw!r})"
+    return KinkcheckError(f"kinkcheck failed at coordinate {index} ({len(failed)} of "
+                          f"{report.passed.numel()} failed): {what}", index, report)
