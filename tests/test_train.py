@@ -1,0 +1,323 @@
+"""Training, tuning, checkpoints and the train/tune/evaluate CLI, on the embedded digits (CPU, fast)."""
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from torch_svm.cli import main
+from torch_svm.data import DataConfig, load_dataset
+from torch_svm.model import CheckpointError, LinearSVM, load_checkpoint, save_checkpoint
+from torch_svm.train import (DivergenceError, TrainConfig, TuneConfig, batch_indices, train,
+                             tune)
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+FAST = dict(iters=300, device="cpu")  # enough for digits to pass 0.9
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny GEMMs: one thread avoids OpenMP spin costs on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def digits64():
+    return load_dataset("digits", config=DataConfig(dtype="float64"))
+
+
+def cli(capsys, *argv):
+    """Run ``torch-svm argv`` in-process: (exit code, stdout, stderr lines)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err.strip().splitlines()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_decreases_loss_and_classifies_digits(digits):
+    result = train(digits, TrainConfig(iters=1500, device="cpu"))
+    losses = result.loss_history
+    assert len(losses) == 1500
+    assert sum(losses[-50:]) / 50 < 0.5 * sum(losses[:10]) / 10
+    assert result.train_accuracy > 0.93 and result.val_accuracy > 0.9
+    assert result.model.accuracy(digits.X_test, digits.y_test) > 0.9
+    assert result.config.lr == 1e-3 and result.config.reg == 1.0  # the digits defaults
+
+
+def test_three_grad_paths_give_the_same_trajectory_float64(digits64):
+    runs = {grad: train(digits64, TrainConfig(grad=grad, iters=8, lr=1e-3, reg=0.5, momentum=0.9,
+                                              log_every=1, device="cpu"))
+            for grad in ("hand", "autograd", "mml")}
+    ref = runs["hand"]
+    assert ref.model.W.dtype == torch.float64
+    start = LinearSVM(65, 10, dtype=torch.float64)  # not the trained W: it moved
+    assert not torch.allclose(ref.model.W, start.W)
+    for grad in ("autograd", "mml"):
+        torch.testing.assert_close(runs[grad].model.W, ref.model.W, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(torch.tensor(runs[grad].loss_history),
+                                   torch.tensor(ref.loss_history), rtol=1e-12, atol=0)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(digits):
+    a = train(digits, TrainConfig(seed=3, **FAST))
+    b = train(digits, TrainConfig(seed=3, **FAST))
+    c = train(digits, TrainConfig(seed=4, **FAST))
+    assert torch.equal(a.model.W, b.model.W)
+    assert a.loss_history == b.loss_history
+    assert not torch.equal(a.model.W, c.model.W)
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_schedules_and_momentum_train(digits, schedule):
+    result = train(digits, TrainConfig(schedule=schedule, lr_step=100, momentum=0.5, **FAST))
+    assert result.val_accuracy > 0.85
+
+
+def test_divergence_is_detected_with_a_clear_message(digits):
+    with pytest.raises(DivergenceError) as info:
+        train(digits, TrainConfig(lr=1e6, reg=1e3, iters=200, log_every=10, device="cpu"))
+    message = str(info.value)
+    assert "became inf" in message or "became nan" in message
+    assert f"iteration {info.value.iteration} of 200" in message
+    assert "lr=1e+06" in message and "smaller learning rate" in message
+    assert info.value.iteration <= 50  # found within log_every of where it happened
+
+
+def test_bad_config_values_are_named(digits):
+    for field, value in [("lr", -1.0), ("batch_size", 0), ("sampling", "bogus"), ("grad", "x")]:
+        with pytest.raises(ValueError, match=field):
+            train(digits, TrainConfig(**{field: value}, **FAST))
+
+
+def test_epoch_sampling_covers_every_example_once_per_epoch():
+    n, batch = 23, 5                                          # 5 batches per epoch, last one 3
+    batches = list(batch_indices(n, batch, 10, sampling="epoch",
+                                 generator=torch.Generator().manual_seed(0)))
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3] * 2
+    for epoch in (batches[:5], batches[5:]):
+        assert torch.equal(torch.cat(epoch).sort().values, torch.arange(n))
+    assert not torch.equal(torch.cat(batches[:5]), torch.cat(batches[5:]))  # reshuffled
+
+
+def test_replacement_sampling_draws_independent_batches():
+    batches = list(batch_indices(10, 50, 3, generator=torch.Generator().manual_seed(0)))
+    assert all(len(b) == 50 and int(b.min()) >= 0 and int(b.max()) < 10 for b in batches)
+
+
+def test_epoch_sampling_trains(digits):
+    assert train(digits, TrainConfig(sampling="epoch", **FAST)).val_accuracy > 0.85
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+def test_tune_picks_best_val_reports_diverged_and_tests_once(digits, monkeypatch):
+    seen = []
+    accuracy = LinearSVM.accuracy
+
+    def counting(self, X, y):
+        seen.append(X.shape[0])
+        return accuracy(self, X, y)
+
+    monkeypatch.setattr(LinearSVM, "accuracy", counting)
+    result = tune(digits, TuneConfig(lrs=[1e-5, 1e-3, 1e6], regs=[0.1, 1e3], iters=[200],
+                                     base=TrainConfig(device="cpu")))
+    assert len(result.table) == 6
+    diverged = [r for r in result.table if r["diverged"]]
+    assert {r["lr"] for r in diverged} == {1e6}
+    assert all("smaller learning rate" in r["error"] for r in diverged)
+    ok = [r for r in result.table if not r["diverged"]]
+    assert result.best["val_accuracy"] == max(r["val_accuracy"] for r in ok)
+    assert result.best_result.config.lr == result.best["lr"]
+    assert seen.count(len(digits.y_test)) == 1                # the test split, once
+    assert result.test_accuracy == accuracy(result.best_result.model, digits.X_test, digits.y_test)
+
+
+def test_random_search_stays_in_the_ranges(digits):
+    result = tune(digits, TuneConfig(lrs=[1e-4, 1e-2], regs=[0.01, 1.0], iters=[100, 200],
+                                     random=4, base=TrainConfig(device="cpu")))
+    assert len(result.table) == 4
+    for row in result.table:
+        assert 1e-4 <= row["lr"] <= 1e-2 and 0.01 <= row["reg"] <= 1.0
+        assert row["iters"] in (100, 200)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trips_with_weights_only(tmp_path, digits):
+    result = train(digits, TrainConfig(**FAST))
+    path = save_checkpoint(tmp_path / "m.pt", result.model, {"class_names": ["a", "b"],
+                                                               "mean": torch.ones(3)})
+    raw = torch.load(path, weights_only=True)
+    assert torch.equal(raw["state_dict"]["W"], result.model.W.detach())
+    model, meta = load_checkpoint(path)
+    assert torch.equal(model.W, result.model.W)
+    assert meta["class_names"] == ["a", "b"] and torch.equal(meta["mean"], torch.ones(3))
+
+
+class _Payload:
+    """Unpickling this calls Path.touch(marker): it would run code if a loader allowed it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_pickle_payload_checkpoint_is_refused_and_runs_nothing(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "torch-svm/linear-svm/1", "state_dict": {"W": torch.zeros(65, 10)},
+                "metadata": {"x": _Payload(marker)}}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(path)
+    code, out, err = cli(capsys, "evaluate", str(path))
+    assert code == 2 and len(err) == 1 and "refused" in err[0]
+    assert not marker.exists()
+    torch.load(path, weights_only=False)                      # the negative twin: it is live
+    assert marker.exists()
+
+
+def test_corrupt_and_mismatched_checkpoints_exit_2_with_one_line(tmp_path, capsys):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, LinearSVM(65, 10), {})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:100])
+    not_ours = tmp_path / "plain.pt"
+    torch.save({"W": torch.zeros(3, 3)}, not_ours)
+    plain_pickle = tmp_path / "pickle.pt"
+    plain_pickle.write_bytes(pickle.dumps([1, 2, 3], protocol=2))
+    wrong_shape = tmp_path / "wrong.pt"
+    save_checkpoint(wrong_shape, LinearSVM(17, 10), {"dataset": "digits", "image_shape": [8, 8, 1],
+                                                     "class_names": [str(i) for i in range(10)],
+                                                     "bias": True, "mean_image": torch.zeros(64)})
+    for path in (truncated, not_ours, plain_pickle, good, wrong_shape, tmp_path / "missing.pt"):
+        code, out, err = cli(capsys, "evaluate", str(path), "--data", "digits")
+        assert code == 2 and len(err) == 1 and err[0].startswith("torch-svm evaluate: error:"), \
+            (path, err)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_train_out_json_and_evaluate_reproduces(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = cli(capsys, "train", "--iters", "300", "--device", "cpu", "--out", str(out),
+                          "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "seconds"):
+        assert isinstance(report[key], float)
+    assert report["test_accuracy"] > 0.9
+    for name in ("model.pt", "metrics.json", "loss.png", "weights.png"):
+        assert (out / name).stat().st_size > 0
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == report["test_accuracy"]
+    model, meta = load_checkpoint(out / "model.pt")
+    assert meta["dataset"] == "digits" and meta["image_shape"] == [8, 8, 1] and meta["bias"]
+    assert meta["mean_image"].shape == (64,)
+    for split in ("test", "val", "train"):
+        code, stdout, _ = cli(capsys, "evaluate", str(out / "model.pt"), "--split", split, "--json")
+        assert code == 0
+        assert json.loads(stdout)["accuracy"] == report[f"{split}_accuracy"]
+
+
+def test_cli_evaluate_recentres_on_the_checkpoint_mean(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(capsys, "train", "--iters", "300", "--device", "cpu", "--num-train", "800",
+               "--out", str(out), "--json")[0] == 0
+    # evaluated with another train split size (another mean image): same features, same answer
+    code, a, _ = cli(capsys, "evaluate", str(out / "model.pt"), "--json")
+    code2, b, _ = cli(capsys, "evaluate", str(out / "model.pt"), "--num-train", "1297", "--json")
+    assert code == code2 == 0
+    assert json.loads(a)["accuracy"] == pytest.approx(json.loads(b)["accuracy"], abs=1 / 300)
+
+
+def test_cli_tune_json_and_files(tmp_path, capsys):
+    out = tmp_path / "tune"
+    code, stdout, _ = cli(capsys, "tune", "--lr", "1e-4:1e-2:3", "--reg", "0.1,1e6", "--iters",
+                          "150", "--device", "cpu", "--out", str(out), "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    assert len(report["table"]) == 6
+    assert sorted({r["lr"] for r in report["table"]}) == pytest.approx([1e-4, 1e-3, 1e-2])
+    assert any(r["diverged"] for r in report["table"])      # reg 1e6 with lr 1e-2 explodes
+    assert {"lr", "reg", "iters", "val_accuracy"} <= set(report["best"])
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "seconds"):
+        assert isinstance(report[key], float)
+    for name in ("model.pt", "metrics.json", "loss.png", "weights.png", "tune.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_cli_human_output(capsys):
+    code, stdout, _ = cli(capsys, "train", "--iters", "100", "--device", "cpu")
+    assert code == 0 and "test accuracy" in stdout
+
+
+def test_cli_diverging_run_exits_2_with_one_line(capsys):
+    code, stdout, err = cli(capsys, "train", "--lr", "1e6", "--reg", "1e3", "--iters", "100",
+                            "--device", "cpu")
+    assert code == 2 and stdout == "" and len(err) == 1
+    assert "diverged" in err[0] and "smaller learning rate" in err[0]
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["train", "--lr", "abc"], "--lr"),
+    (["train", "--iters", "0"], "--iters"),
+    (["tune", "--lr", "1e-2:1e-4:3"], "--lr"),
+    (["train", "--grad", "numeric"], "--grad"),
+])
+def test_cli_bad_flag_value_exit_2_one_line(capsys, argv, word):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and word in err[0]
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["train", "--lr", "-1", "--device", "cpu"], "lr"),
+    (["train", "--data-dir", "/nowhere"], "--data-dir"),
+    (["train", "--data", "cifar10", "--data-dir", "/nowhere/at/all"], "/nowhere/at/all"),
+    (["tune", "--random", "-2"], "--random"),
+])
+def test_cli_bad_value_for_the_library_exit_2_one_line(capsys, argv, word):
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and len(err) == 1 and word in err[0]
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+@CUDA
+def test_cuda_training_matches_cpu_accuracy_and_stays_on_device(digits):
+    cpu = train(digits, TrainConfig(iters=1500, device="cpu"))
+    gpu = train(digits, TrainConfig(iters=1500, device="cuda"))
+    assert gpu.model.W.device.type == "cuda"
+    assert abs(gpu.val_accuracy - cpu.val_accuracy) <= 0.03
+    assert abs(gpu.train_accuracy - cpu.train_accuracy) <= 0.03
+
+
+@CUDA
+def test_cuda_grad_paths_agree_float64(digits64):
+    runs = [train(digits64, TrainConfig(grad=g, iters=5, lr=1e-3, reg=0.5, device="cuda"))
+            for g in ("hand", "autograd", "mml")]
+    for r in runs[1:]:
+        torch.testing.assert_close(r.model.W, runs[0].model.W, rtol=1e-12, atol=1e-15)
+
+
+@CUDA
+def test_cuda_divergence_detected(digits):
+    with pytest.raises(DivergenceError):
+        train(digits, TrainConfig(lr=1e6, reg=1e3, iters=200, device="cuda"))
