@@ -44,7 +44,8 @@ __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "batch_indi
 #: Default (lr, reg) per data set, used where TrainConfig leaves them None.
 #: cifar10: the assignment's recipe. digits: pixels 0..16 (not 0..255) in 65 columns give
 #: gradients about 1e4 times smaller than CIFAR's, so the step is larger and the
-#: regularization weaker; chosen on the validation split (see docs/results.md).
+#: regularization weaker. Chosen on the validation split from lr 1e-4..1e-2 x reg 0..10 (val
+#: accuracy 0.93-0.97 over that whole range: digits are forgiving).
 DEFAULT_HYPERS: Dict[str, Tuple[float, float]] = {
     "cifar10": (1e-7, 2.5e4),
     "digits": (1e-3, 1.0),
@@ -172,16 +173,19 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return None
 
 
+def _divergence(what: str, k: int, config: TrainConfig) -> DivergenceError:
+    return DivergenceError(
+        f"training diverged: {what} at iteration {k} of {config.iters} with lr={config.lr:g} "
+        f"(reg={config.reg:g}); try a smaller learning rate, e.g. --lr {config.lr / 10:g}",
+        k, config.lr, config.reg)
+
+
 def _check_finite(losses: Tensor, start: int, config: TrainConfig) -> List[float]:
     """Read ``losses[start:]`` back (one sync); DivergenceError at the first inf/NaN."""
     chunk = losses.cpu().tolist()
     for offset, value in enumerate(chunk):
         if not math.isfinite(value):
-            k = start + offset + 1
-            raise DivergenceError(
-                f"training diverged: the loss became {value} at iteration {k} of {config.iters} "
-                f"with lr={config.lr:g} (reg={config.reg:g}); try a smaller learning rate, "
-                f"e.g. --lr {config.lr / 10:g}", k, config.lr, config.reg)
+            raise _divergence(f"the loss became {value}", start + offset + 1, config)
     return chunk
 
 
@@ -240,8 +244,8 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
                 history += _check_finite(losses[len(history):it + 1], len(history), config)
                 bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
                 bar.update(it + 1 - bar.n)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if not bool(torch.isfinite(model.W).all()):  # the last step can overflow W after the loss
+        raise _divergence("W became inf/NaN", config.iters, config)
     seconds = time.perf_counter() - start
 
     model.eval()
