@@ -16,7 +16,7 @@ from typing import List, Optional
 from torch_svm.cli._common import UsageError
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ("check", "train", "tune", "evaluate", "verify")
+_COMMANDS = ("check", "train", "tune", "evaluate", "verify", "kinks")
 
 
 def build_parser() -> argparse.ArgumentParser:
