@@ -450,18 +450,13 @@ def _evaluate(point: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg
     return result, evaluation
 
 
-def _visible_reg(reg: float, points: Dict[str, torch.Tensor], X, y, delta: float, h: float,
-                 dtype: torch.dtype, fp_factor: float, notes: List[str]) -> float:
+def _visible_reg(reg: float, at_zero: List[_Evaluation], notes: List[str]) -> float:
     """``reg``, times 10 until ``reg |W|`` (the error of a halved regularization gradient) is
-    over 10x the allowance at half of the coordinates of every point (at most 6 times)."""
-    allowed = {}
-    for name, W in points.items():
-        fd = svm_finite_differences(W, X, y, 0.0, delta=delta, h=h)
-        allowed[name] = classify_svm_gradient(fd.grad.to(dtype), fd, fp_factor=fp_factor).allowed
+    over 10x the rounding allowance ``fp_tol`` of the reg-0 check at half of the coordinates of
+    every point (at most 6 times)."""
     chosen = reg
     for _ in range(7):
-        if all(float((chosen * W.abs() > 10 * allowed[name]).double().mean()) >= 0.5
-               for name, W in points.items()):
+        if all(float((chosen * ev.W.abs() > 10 * ev.fp_tol).double().mean()) >= 0.5 for ev in at_zero):
             if chosen != reg:
                 notes.append(f"reg {reg:g} leaves the regularization gradient within rounding at "
                              f"some point; used reg {chosen:g}")
@@ -482,11 +477,13 @@ def _worst(evaluations: List[_Evaluation], k: int) -> List[Coordinate]:
         nearest = torch.minimum(torch.maximum(ev.dW, ev.lo), ev.hi)
         err = torch.maximum((ev.dW - nearest).abs(), (ev.dW - ev.fd_grad).abs())
         score = err / (torch.maximum(ev.dW.abs(), nearest.abs()) + ev.fp_tol + 1e-300)
-        for kj in flagged.nonzero().tolist():
-            rows.append((bool(wrong[kj[0], kj[1]]), float(score[kj[0], kj[1]]), ev, tuple(kj)))
-    rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        score = score / (1 + score) + 2 * wrong                       # in [0, 1), wrong ones 2 up
+        score = torch.where(flagged, score, -1.0).reshape(-1)
+        top = score.topk(min(k, score.numel()))
+        rows += [(float(v), ev, divmod(int(i), ev.W.shape[1])) for v, i in zip(*top) if v >= 0]
+    rows.sort(key=lambda r: r[0], reverse=True)
     out = []
-    for wrong, _, ev, (k_, j) in rows[:k]:
+    for _, ev, (k_, j) in rows[:k]:
         a, n = float(ev.dW[k_, j]), float(ev.fd_grad[k_, j])
         ref = float(torch.clamp(ev.dW[k_, j], ev.lo[k_, j], ev.hi[k_, j]))
         out.append(Coordinate(point=ev.point, reg=ev.reg, index=(k_, j), analytic=a, numeric=n,
@@ -539,9 +536,6 @@ def verify(fn: Callable, X: torch.Tensor, y: torch.Tensor, num_classes: Optional
         points = default_points(X, y, num_classes, config.delta, config.seed)
     Ws = {name: W.detach().cpu().to(in_dtype).to(_F64) for name, (W, _) in points.items()}
     notes: List[str] = []
-    reg_big = _visible_reg(config.reg, Ws, X, y, config.delta, config.h, in_dtype,
-                           config.fp_factor, notes)
-    regs = [0.0, reg_big]
     D, C = next(iter(Ws.values())).shape
     judged = torch.ones(D, C, dtype=torch.bool)
     if config.sparse is not None and config.sparse < D * C:
@@ -555,18 +549,27 @@ def verify(fn: Callable, X: torch.Tensor, y: torch.Tensor, num_classes: Optional
 
     first_name = next(iter(Ws))
     backend, first = _detect_backend(fn, config.backend, *inputs(Ws[first_name]))
-    results, evaluations, out_dtypes = [], [], set()
-    for name, W in Ws.items():
-        for reg in regs:
-            if (name, reg) == (first_name, 0.0):
-                loss, dW = first
-            else:
-                loss, dW = _call(fn, backend, *inputs(W), reg)
-            out_dtypes.add(dW.dtype)
-            compute = torch.float32 if torch.float32 in (dW.dtype, in_dtype) else _F64
-            result, ev = _evaluate(name, W, X, y, reg, loss, dW.to(_F64), compute, judged, config)
-            results.append(result)
-            evaluations.append(ev)
+    checks: Dict[Tuple[str, float], Tuple[CheckResult, _Evaluation]] = {}
+    out_dtypes = set()
+
+    def check(name: str, reg: float) -> _Evaluation:
+        if (name, reg) == (first_name, 0.0):
+            loss, dW = first
+        else:
+            loss, dW = _call(fn, backend, *inputs(Ws[name]), reg)
+        out_dtypes.add(dW.dtype)
+        compute = torch.float32 if torch.float32 in (dW.dtype, in_dtype) else _F64
+        checks[name, reg] = _evaluate(name, Ws[name], X, y, reg, loss, dW.to(_F64), compute,
+                                      judged, config)
+        return checks[name, reg][1]
+
+    at_zero = [check(name, 0.0) for name in Ws]
+    regs = [0.0, _visible_reg(config.reg, at_zero, notes)]
+    for name in Ws:
+        check(name, regs[1])
+    order = [(name, reg) for name in Ws for reg in regs]
+    results = [checks[key][0] for key in order]
+    evaluations = [checks[key][1] for key in order]
     report = VerifyReport(
         function=_function_name(fn), backend=backend, input_dtype=config.dtype,
         output_dtype="float32" if torch.float32 in out_dtypes else "float64",
