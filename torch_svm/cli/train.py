@@ -56,8 +56,9 @@ def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "dig
                         ("val", "the images after the train split"),
                         ("test", "the first images of the test pool; cifar10 has 10000")):
         p.add_argument(f"--num-{split}", type=positive_int, default=None,
-                       help=f"{split} split size: {what} (default: the data set's, "
-                            "cifar10 49000/1000/1000, digits 1297/200/300)")
+                       help=f"{split} split size: {what} " + (
+                           "(default: the data set's, cifar10 49000/1000/1000, digits "
+                           "1297/200/300)" if default_data else "(default: the checkpoint's)"))
 
 
 def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:

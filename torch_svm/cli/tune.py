@@ -64,7 +64,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--reg", type=_values(float, "regularization strengths"), default=None,
                    help="regularization strengths, as --lr (default: per data set: "
                         + "; ".join(f"{k} {v[1]}" for k, v in DEFAULT_GRIDS.items()) + ")")
-    p.add_argument("--iters", type=_values(_round_int, "iteration counts"), default=[1500],
+    p.add_argument("--iters", type=_values(_round_int, "iteration counts"), default="1500",
                    help="iteration counts, as --lr")
     p.add_argument("--random", type=int, default=0,
                    help="0: the full grid; K > 0: K random settings, log-uniform between the "
