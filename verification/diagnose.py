@@ -5,18 +5,14 @@ With ``m_ij`` the margins, ``P`` an ``(N, C)`` matrix of per-term coefficients (
 reference gradient is ``G(1[m > 0]) + 2 reg W``. Each common bug changes ``dW`` by a known
 matrix times a coefficient:
 
-==========================================  ==========================================  ==========
-bug                                          ``dW - reference``                           coefficient
-==========================================  ==========================================  ==========
-regularization gradient missing / halved     ``2 reg W``                                  -1 / -1/2
-dW not divided by N / divided by C           ``G(1[m > 0])``                              N-1 / 1/C-1
-correct-class column not updated / + sign    the ``y_i`` column part of ``G(1[m > 0])``   -1 / -2
-own margin counted in the y_i column          ``-X^T Y / N`` (``Y`` one-hot labels)         +1
-inactive terms counted (mask after clamp)    ``G(1[m <= 0])``                             +1
-delta left out of the mask                   ``G(1[0 < m <= delta])``                     -1
-coefficient = margin instead of 1            ``G(max(0, m)) - G(1[m > 0])``               +1
-one example wrong                            example ``i``'s part of ``G(1[m > 0])``      -1: skipped
-==========================================  ==========================================  ==========
+* regularization gradient missing / halved: ``2 reg W``, coefficient -1 / -1/2;
+* dW not divided by N / divided by C: ``G(1[m > 0])``, N-1 / 1/C-1;
+* correct-class column not updated / wrong sign: the ``y_i``-column part of ``G(1[m > 0])``, -1 / -2;
+* the correct class's own margin counted in its column: ``-X^T Y / N`` (``Y`` one-hot), +1;
+* inactive terms counted (mask taken after clamping): ``G(1[m <= 0])``, +1;
+* delta left out of the mask: ``G(1[0 < m <= delta])``, -1;
+* the margin as coefficient instead of 1: ``G(max(0, m)) - G(1[m > 0])``, +1;
+* one example wrong: example ``i``'s part of ``G(1[m > 0])``, -1 when it is skipped;
 
 and the loss by ``reg sum W^2`` (missing / halved: -1 / -1/2), the data loss (``N-1``, or
 ``1/C - 1``: torch's MultiMarginLoss divides by C), ``delta`` (+1: the correct class's margin,
