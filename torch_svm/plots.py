@@ -111,10 +111,13 @@ def plot_tune(table: Sequence[Dict[str, Any]], path: Union[str, Path]) -> Path:
             i, j = regs.index(r["reg"]), lrs.index(r["lr"])
             grid[i, j] = np.fmax(grid[i, j], r["val_accuracy"])
         image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+        middle = (np.nanmin(grid) + np.nanmax(grid)) / 2 if ok else 0.0
         for (i, j), value in np.ndenumerate(grid):
-            label = "div." if math.isnan(value) else f"{value:.3f}"
-            ax.text(j, i, label, ha="center", va="center", fontsize=8,
-                    color="red" if math.isnan(value) else "white")
+            if math.isnan(value):
+                label, color = "diverged", "red"
+            else:
+                label, color = f"{value:.3f}", "black" if value > middle else "white"
+            ax.text(j, i, label, ha="center", va="center", fontsize=9, color=color)
         ax.set_xticks(range(len(lrs)), [f"{v:.2g}" for v in lrs], rotation=45)
         ax.set_yticks(range(len(regs)), [f"{v:.2g}" for v in regs])
     else:
