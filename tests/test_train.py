@@ -262,7 +262,7 @@ def test_cli_tune_json_and_files(tmp_path, capsys):
 
 
 def test_cli_human_output(capsys):
-    code, stdout, _ = cli(capsys, "train", "--iters", "100", "--device", "cpu")
+    code, stdout, _ = cli(capsys, "train", "--iters", "100", "--device", "cpu", "--threads", "1")
     assert code == 0 and "test accuracy" in stdout
 
 
@@ -291,6 +291,7 @@ def test_cli_bad_flag_value_exit_2_one_line(capsys, argv, word):
     (["train", "--data-dir", "/nowhere"], "--data-dir"),
     (["train", "--data", "cifar10", "--data-dir", "/nowhere/at/all"], "/nowhere/at/all"),
     (["tune", "--random", "-2"], "--random"),
+    (["train", "--threads", "-1"], "--threads"),
 ])
 def test_cli_bad_value_for_the_library_exit_2_one_line(capsys, argv, word):
     code, _, err = cli(capsys, *argv)

@@ -12,7 +12,7 @@ import numpy as np
 
 from torch_svm.cli._common import print_json
 from torch_svm.cli.train import (add_data_args, add_train_args, load_data, new_parser,
-                                 run_summary, train_config, write_outputs)
+                                 run_summary, set_threads, train_config, write_outputs)
 from torch_svm.train import TuneConfig, tune
 
 #: Default search per data set: (lrs, regs) as the flags would spell them.
@@ -76,6 +76,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.random < 0:
         raise ValueError(f"--random must be >= 0, got {args.random}")
+    set_threads(args)
     start = time.perf_counter()
     data = load_data(args)
     grid_lr, grid_reg = DEFAULT_GRIDS[data.name]
