@@ -19,13 +19,22 @@ from torch_svm.cli._common import UsageError
 _COMMANDS = ("check", "train", "tune", "evaluate", "verify", "kinks")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags and flag values: one line on stderr naming the command, exit 2, no usage dump."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="torch-svm",
         description="The CS231n multiclass SVM in PyTorch: hand-written gradient, "
                     "kink-aware verification, training on CPU or GPU.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
     for name in _COMMANDS:
         importlib.import_module(f"torch_svm.cli.{name}").add_parser(sub)
     return parser

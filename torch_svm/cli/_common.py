@@ -54,12 +54,12 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object on stdout instead of the table")
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Make floats JSON-safe (inf/NaN become strings) and numpy/torch scalars plain."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -68,5 +68,5 @@ def _jsonable(obj: Any) -> Any:
 
 
 def print_json(obj: Any) -> None:
-    json.dump(_jsonable(obj), sys.stdout, indent=2)
+    json.dump(jsonable(obj), sys.stdout, indent=2)
     sys.stdout.write("\n")

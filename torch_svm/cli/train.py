@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -35,16 +34,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def new_parser(subparsers, name: str, help: str, description: str) -> argparse.ArgumentParser:
-    """A subcommand parser with defaults in --help and bad flag values as one line, exit 2."""
-    p = subparsers.add_parser(name, help=help, description=description, epilog=EXIT_STATUS,
-                              formatter_class=_Formatter)
-
-    def error(message: str):
-        print(f"torch-svm {name}: error: {message} (see torch-svm {name} --help)", file=sys.stderr)
-        sys.exit(2)
-
-    p.error = error
-    return p
+    """A subcommand parser with defaults and the exit status in --help."""
+    return subparsers.add_parser(name, help=help, description=description, epilog=EXIT_STATUS,
+                                 formatter_class=_Formatter)
 
 
 def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "digits") -> None:
@@ -149,14 +141,14 @@ def checkpoint_metadata(data: Dataset, result: TrainResult) -> Dict[str, Any]:
 
 def write_outputs(out: str, data: Dataset, result: TrainResult, metrics: Dict[str, Any]) -> None:
     """model.pt, metrics.json, loss.png and weights.png in ``out``, each written atomically."""
-    from torch_svm.cli._common import _jsonable
+    from torch_svm.cli._common import jsonable
     from torch_svm.plots import plot_loss, plot_weights
     from torch_svm.utils import atomic_write_json
 
     folder = Path(out)
     save_checkpoint(folder / "model.pt", result.model, checkpoint_metadata(data, result))
     atomic_write_json(folder / "metrics.json",
-                      _jsonable({**metrics, "loss_history": result.loss_history}))
+                      jsonable({**metrics, "loss_history": result.loss_history}))
     c = result.config
     plot_loss(result.loss_history, folder / "loss.png",
               title=f"{data.name}: lr={c.lr:g}, reg={c.reg:g}, batch {c.batch_size}")
