@@ -14,9 +14,11 @@ perturbing ``W[k, j]`` by ``t`` moves only column ``j`` of ``S``, by ``t X[:, k]
 ``(i, j)`` (``j != y_i``) moves by ``+t X_ik`` and, in rows with ``y_i == j``, every other term
 ``(i, c)`` moves by ``-t X_ik``. So the central difference of every coordinate is a sum of
 *per-term* differences ``phi(m + h s) - phi(m - h s)`` with ``s = X_ik``, and
-:func:`svm_finite_differences` computes all ``2 D C`` perturbed losses from one ``(K, N, C)``
-tensor per chunk of ``K`` rows of ``W``, never re-evaluating ``X @ W``. The per-term
-differences are taken in closed form (``a = h|s|``, ``lo/hi = m -/+ a``)::
+:func:`svm_finite_differences` computes all ``2 D C`` perturbed losses without re-evaluating
+``X @ W``. A term whose margin stays on one side of 0 over the step changes by exactly
+``phi'(m) 2 h s``, so all of those are one ``(D, N) x (N, C)`` GEMM; only the few terms with
+``|m| < h max_k |X_ik|`` can cross 0, and for those the per-term difference is taken in closed
+form (``a = h|s|``, ``lo/hi = m -/+ a``)::
 
     p = 1:  2a if lo >= 0 else max(0, hi)  =  min(max(0, hi), 2a)     (times sign(s))
     p = 2:  4ma if lo >= 0 else max(0, hi)^2
@@ -105,7 +107,7 @@ __all__ = [
 OK, KINK_EXPLAINED, UNEXPLAINED = 0, 1, 2
 STATUS_NAMES = ("ok", "kink_explained", "unexplained")
 
-#: Bytes one ``(K, N, C)`` temporary may take; the pass holds about five of them.
+#: Bytes one ``(K, N, C)`` (naive) or ``(D, P)`` (crossing terms) temporary may take.
 _CHUNK_BYTES = 64 * 2**20
 
 
@@ -152,17 +154,6 @@ def _svm_margins(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, delta: float
     return m.scatter_(1, y[:, None], float("-inf"))
 
 
-def _to_coordinates(q: torch.Tensor, Y: torch.Tensor, sign: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Sum per-term values ``q: (K, N, C)`` onto coordinates ``(K, C)``.
-
-    Term ``(i, c)`` counts at ``(k, c)`` and, negated when ``sign`` is given (a signed quantity),
-    at ``(k, y_i)``. ``sign: (K, N)`` multiplies the term's value (the sign of its slope).
-    """
-    if sign is None:
-        return q.sum(1) + q.sum(2) @ Y
-    return torch.einsum("kn,knc->kc", sign, q) - (sign * q.sum(2)) @ Y
-
-
 def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float = 0.0, *,
                            delta: float = 1.0, p: int = 1, h: float = 1e-5, naive: bool = False,
                            margin_eps: Optional[float] = None,
@@ -181,7 +172,7 @@ def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, re
         margin_eps: relative precision of the analytic code's margins, for ``side_slack``
             (default ``eps(float32)``: a correct float32 or float64 gradient is never
             unexplained; pass ``torch.finfo(torch.bfloat16).eps`` for lower precision).
-        chunk_bytes: budget of one ``(K, N, C)`` temporary (default 64 MiB; peak ~5x that).
+        chunk_bytes: budget of one temporary (default 64 MiB; peak ~5x that).
 
     Returns:
         :class:`SvmFiniteDifferences`, every field ``(D, C)`` in the dtype and on the device of W.
@@ -200,7 +191,7 @@ def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, re
         if naive:
             grad = _svm_naive_differences(W, X, y, reg, delta, p, h, K)
         else:
-            grad = _svm_exact_differences(m, X, Y, p, h, K) / (2 * h * N) + 2 * reg * W
+            grad = _svm_exact_differences(m, X, y, Y, p, h, chunk_bytes) / (2 * h * N) + 2 * reg * W
         # |contributions| of the terms active at W: (|s| or 2|s|(|m| + scale)) per term
         active = (m > 0).to(m.dtype) if p == 1 else torch.where(m > 0, 2 * (m.abs() + scale), 0.0)
         magnitude = X.abs().T @ (active + Y * active.sum(1, keepdim=True))
@@ -215,21 +206,33 @@ def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, re
     )
 
 
-def _svm_exact_differences(m: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, p: int, h: float,
-                           K: int) -> torch.Tensor:
-    """``N (L(w + h) - L(w - h))`` less the regulariser, per coordinate, from per-term differences."""
-    D, C = X.shape[1], m.shape[1]
-    diff = torch.empty(D, C, dtype=m.dtype, device=m.device)
-    for k0 in range(0, D, K):
-        rows = slice(k0, k0 + K)
-        s = X[:, rows].T                                                # (K, N) slopes
-        a = (h * s).abs()[..., None]                                    # (K, N, 1)
-        hi = (m + a).clamp_(min=0)                                      # (K, N, C)
+def _svm_exact_differences(m: torch.Tensor, X: torch.Tensor, y: torch.Tensor, Y: torch.Tensor,
+                           p: int, h: float, chunk_bytes: int) -> torch.Tensor:
+    """``N (L(w + h) - L(w - h))`` less the regulariser, per coordinate ``(D, C)``.
+
+    A term whose margin stays on one side of 0 over the step (``|m| >= h|s|``) changes by
+    exactly ``phi'(m) 2 h s``, so all of those together are one GEMM,
+    ``2h X^T (G - Y rowsum(G))`` with ``G = phi'(m)`` (``(N, C)``, 0 at ``j = y_i``). Only terms
+    with ``|m| < h max_k |X_ik|`` can cross 0; for those few the exact per-term difference
+    ``phi(m + h|s|) - phi(m - h|s|)`` replaces the linear one, coordinate by coordinate.
+    """
+    D = X.shape[1]
+    G = (m > 0).to(m.dtype) if p == 1 else 2 * m.clamp(min=0)         # (N, C)
+    diff = 2 * h * ((G - Y * G.sum(1, keepdim=True)).T @ X).T          # (D, C), fast layout
+    reach = h * X.abs().amax(1, keepdim=True)                           # (N, 1)
+    rows, cols = (m.abs() < reach).nonzero(as_tuple=True)
+    P = max(1, chunk_bytes // max(1, D * m.element_size()))
+    for t0 in range(0, len(rows), P):
+        i, c = rows[t0:t0 + P], cols[t0:t0 + P]                          # (P,) terms
+        mt, s = m[i, c], X[i].T                                         # (P,), (D, P) slopes
+        a = h * s.abs()
+        hi = (mt + a).clamp(min=0)
         if p == 1:
-            u = torch.minimum(hi, 2 * a, out=hi)                        # 2a exactly when m >= a
+            exact = torch.minimum(hi, 2 * a)                            # 2a exactly when m >= a
         else:
-            u = torch.where(m >= a, 4 * m * a, hi.square_())
-        diff[rows] = _to_coordinates(u, Y, torch.sign(s))
+            exact = torch.where(mt >= a, 4 * mt * a, hi.square())
+        q = torch.sign(s) * (exact - 2 * a * G[i, c])                   # exact less linear
+        diff.index_add_(1, c, q).index_add_(1, y[i], -q)
     return diff
 
 
