@@ -12,7 +12,8 @@ import torch
 
 from torch_svm.cli import main
 from verification.kinks import (count_ties, margin_density_at_zero, one_dimensional_example,
-                                predict_crossings, term_margins, terms_near_kink)
+                                predict_crossings, predict_terms_near_kink, term_margins,
+                                terms_near_kink)
 from verification.study import FIGURES, StudyConfig, run_study, write_report
 
 F64 = torch.float64
@@ -63,6 +64,8 @@ def test_predict_crossings_matches_a_loop_over_terms():
                 expected[k, c] += p                  # term (i, c) moves with W[k, c]
                 expected[k, y[i]] += p               # and with W[k, y_i]
     torch.testing.assert_close(pred, expected, rtol=1e-12, atol=1e-12)
+    terms = sum((C - 1) * min(1.0, 2 * h * f0 * float(X[i].abs().max())) for i in range(7))
+    assert predict_terms_near_kink(X, C, h, f0) == pytest.approx(terms, rel=1e-12)
 
 
 def test_margin_density_at_zero_of_a_normal_sample():

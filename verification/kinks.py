@@ -44,7 +44,8 @@ from torch import Tensor
 
 from torch_svm.losses import svm_loss_and_grad
 
-__all__ = ["term_margins", "margin_density_at_zero", "predict_crossings", "terms_near_kink", "count_ties",
+__all__ = ["term_margins", "margin_density_at_zero", "predict_crossings", "predict_terms_near_kink",
+           "terms_near_kink", "count_ties",
            "one_dimensional_example"]
 
 
@@ -100,6 +101,15 @@ def predict_crossings(X: Tensor, y: Tensor, num_classes: int, h: float, density:
         P = (2 * h * density * X.double().abs()).clamp_(max=1.0)       # (N, D) P(term crosses)
         Y = torch.nn.functional.one_hot(y, num_classes).double()       # (N, C)
         return P.T @ (1 - Y) + (num_classes - 1) * (P.T @ Y)           # (D, C)
+
+
+def predict_terms_near_kink(X: Tensor, num_classes: int, h: float, density: float) -> float:
+    """Expected :func:`terms_near_kink`: ``(C - 1) sum_i min(1, 2 h f(0) max_k |X_ik|)``."""
+    if not h > 0:
+        raise ValueError(f"h must be > 0, got {h}")
+    with torch.no_grad():
+        reach = X.double().abs().amax(1)                                # (N,)
+        return float((num_classes - 1) * (2 * h * density * reach).clamp_(max=1.0).sum())
 
 
 def terms_near_kink(W: Tensor, X: Tensor, y: Tensor, delta: float, h: float) -> int:
