@@ -84,8 +84,7 @@ class StudyConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> "StudyConfig":
         """The version the tests run: digits, fewer steps and runs (about a minute on 2 cores)."""
-        base = dict(dataset="digits", ns=(10, 50, 500, 5000), burn_in_iters=100,
-                    tie_iters=100, tie_seeds=2, tie_digits=False)
+        base = dict(dataset="digits", burn_in_iters=100, tie_seeds=2, tie_digits=False)
         base.update(overrides)
         return cls(**base)
 
@@ -360,7 +359,7 @@ def run_study(config: Optional[StudyConfig] = None, *, progress_bar: bool = Fals
         "prediction": {"cells": prediction, **_prediction_summary(prediction)},
         "where": where,
         "burn_in": burn_in,
-        "margins": _margin_summary(margins, config),
+        "margins": _margin_summary(margins),
         "ties": ties,
         "ties_summary": _ties_summary(ties, config.tie_kinks),
         "one_d": one_d,
@@ -386,7 +385,7 @@ def _prediction_summary(cells: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-def _margin_summary(margins: Dict[str, List[float]], config: StudyConfig) -> Dict[str, Any]:
+def _margin_summary(margins: Dict[str, List[float]]) -> Dict[str, Any]:
     out = {}
     for point, m in margins.items():
         a = np.asarray(m)

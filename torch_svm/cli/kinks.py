@@ -1,8 +1,6 @@
 """``torch-svm kinks``: the kink study of the gradient check, written to a report folder."""
 from __future__ import annotations
 
-import argparse
-
 from torch_svm.cli._common import add_device_arg, add_json_arg, add_seed_arg, print_json
 
 
@@ -13,14 +11,13 @@ def add_parser(subparsers) -> None:
                     "rate against delta and h (exact and naive central differences), predicted "
                     "vs measured kink crossings, the check at init vs after SGD burn-in and "
                     "with N examples, exact ties during SGD by dtype, and the one-dimensional "
-                    "example. Writes report.md, results.json and PNG figures to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "example. Writes report.md, results.json and PNG figures to --out.")
     p.add_argument("--out", required=True, help="report folder (created; files replaced atomically)")
     p.add_argument("--data-dir", default=None,
-                   help="CIFAR-10 (cifar-10-batches-py folder, its parent or the tar.gz); "
-                        "without it the embedded digits are used")
+                   help="CIFAR-10: the cifar-10-batches-py folder, its parent or the tar.gz "
+                        "(default: none, the embedded digits are used)")
     p.add_argument("--quick", action="store_true",
-                   help="the about-one-minute version on digits (what the tests run)")
+                   help="the about-one-minute version on digits, what the tests run (default: off)")
     add_seed_arg(p)
     add_device_arg(p, "auto")
     add_json_arg(p)
