@@ -9,7 +9,8 @@ Methods: the hand-written gradient (``svm_loss_and_grad``), its ``autograd.Funct
 dtype and, at small N, the numpy naive loops. Each is timed as the median of ``--repeat`` runs
 after a warm-up (CUDA: synchronised). Ratios are against the hand-written gradient. The
 backward GEMM layout choice (``X.T @ B`` vs ``(B.T @ X).T``) is timed too. Peak memory: the
-extra peak RSS of a fresh process that runs the method once (CPU), or
+extra peak RSS (VmHWM over VmRSS before the call) of a fresh process that runs the method
+once (CPU), or
 ``torch.cuda.max_memory_allocated`` (CUDA).
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +36,7 @@ REG = 2.5e4
 
 def make_problem(n, d, c, dtype, device, seed=0):
     g = torch.Generator().manual_seed(seed)
-    X = torch.rand(n, d, generator=g).mul_(255).sub_(128).to(device, dtype)  # pixel-like, centred
+    X = torch.empty(n, d, dtype=dtype).uniform_(-128, 127, generator=g).to(device)  # pixel-like
     W = (torch.randn(d, c, generator=g) * 1e-3).to(device, dtype)
     y = torch.randint(c, (n,), generator=g).to(device)
     return W, X, y
@@ -100,10 +100,16 @@ def peak_memory(name, n, d, c, dtype, device):
         methods(W, X, y)[name]()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    code = ("import sys, resource; sys.path.insert(0, %r); import bench_loss as b, torch;"
-            "W, X, y = b.make_problem(%d, %d, %d, torch.%s, torch.device('cpu'));"
-            "m = b.methods(W, X, y)[%r]; base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-            "m(); print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+    # ru_maxrss survives fork/exec (the parent's peak would leak in): reset the child's
+    # high-water mark through /proc/self/clear_refs after set-up and read VmHWM instead.
+    code = ("import sys; sys.path.insert(0, %r); import bench_loss as b, torch\n"
+            "def kb(key):\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith(key): return int(line.split()[1])\n"
+            "W, X, y = b.make_problem(%d, %d, %d, torch.%s, torch.device('cpu'))\n"
+            "m = b.methods(W, X, y)[%r]\n"
+            "open('/proc/self/clear_refs', 'w').write('5')\n"
+            "base = kb('VmRSS:'); m(); print((kb('VmHWM:') - base) / 1024)\n"
             % (os.path.dirname(os.path.abspath(__file__)), n, d, c, str(dtype).split(".")[1], name))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())

@@ -1,8 +1,6 @@
 """``torch-svm check``: every implementation of the loss against every other, on one problem."""
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from torch_svm.cli._common import (add_device_arg, add_dtype_arg, add_json_arg, add_seed_arg,
@@ -16,17 +14,17 @@ def add_parser(subparsers) -> None:
         description="Run the hand-written gradient, its autograd.Function, torch.autograd, "
                     "torch.nn.MultiMarginLoss, the numpy naive and vectorized versions and "
                     "central finite differences on one random problem, and print the relative "
-                    "error of every pair. Exit 0 when all agree, 1 otherwise.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--n", type=positive_int, default=50, help="number of examples N")
-    p.add_argument("--d", type=positive_int, default=20, help="input dimension D")
-    p.add_argument("--c", type=positive_int, default=10, help="number of classes C (>= 2)")
-    p.add_argument("--delta", type=finite_float, default=1.0, help="the margin delta (> 0)")
-    p.add_argument("--reg", type=finite_float, default=0.1, help="L2 regularization strength")
-    p.add_argument("--p", type=int, default=1, choices=(1, 2), help="1: hinge, 2: squared hinge")
-    p.add_argument("--h", type=finite_float, default=1e-5, help="finite-difference step")
+                    "error of every pair. Exit 0 when all agree, 1 when a pair disagrees, "
+                    "2 on bad input.")
+    p.add_argument("--n", type=positive_int, default=50, help="number of examples N (default: %(default)s)")
+    p.add_argument("--d", type=positive_int, default=20, help="input dimension D (default: %(default)s)")
+    p.add_argument("--c", type=positive_int, default=10, help="number of classes C (>= 2) (default: %(default)s)")
+    p.add_argument("--delta", type=finite_float, default=1.0, help="the margin delta (> 0) (default: %(default)s)")
+    p.add_argument("--reg", type=finite_float, default=0.1, help="L2 regularization strength (default: %(default)s)")
+    p.add_argument("--p", type=int, default=1, choices=(1, 2), help="1: hinge, 2: squared hinge (default: %(default)s)")
+    p.add_argument("--h", type=finite_float, default=1e-5, help="finite-difference step (default: %(default)s)")
     p.add_argument("--scale", type=finite_float, default=0.5,
-                   help="W = scale * randn: 0.5 leaves a good share of margins inactive")
+                   help="W = scale * randn: 0.5 leaves a good share of margins inactive (default: %(default)s)")
     add_dtype_arg(p, "float64")
     add_device_arg(p, "cpu")
     add_seed_arg(p)
