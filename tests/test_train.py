@@ -16,13 +16,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 FAST = dict(iters=300, device="cpu")  # enough for digits to pass 0.9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny GEMMs: one thread avoids OpenMP spin costs on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,7 @@ from verification.verify import UserCodeError, VerifyConfig, default_points, loa
 MUTANTS = str(Path(__file__).with_name("mutants.py"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These problems are tiny: threads only add contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
