@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU checks, as one prepared script for a machine with a CUDA device (the project's
+# lent accelerator, or yours): the test suite (its CUDA tests run instead of skipping), the
+# loss benchmark on the GPU, and the CIFAR-10 recipe and tuned run on the GPU.
+#   bash benchmarks/gpu.sh [OUT_DIR]        # writes OUT_DIR/{tests,bench,train_*}.txt
+# Needs a CUDA build of torch; builds CIFAR-10 from ../shared/cifar10 when it is there.
+set -uo pipefail
+out=${1:-${OUT:-gpu-results}}
+mkdir -p "$out"
+python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" | tee "$out/device.txt" || exit 1
+pip install -q -e ".[test]" >/dev/null 2>&1 || pip install -q -e . || exit 1
+python -m pytest -q -rs 2>&1 | tail -25 | tee "$out/tests.txt"
+python benchmarks/bench_loss.py --device cuda --repeat 20 2>&1 | tee "$out/bench_cuda_f32.txt"
+python benchmarks/bench_loss.py --device cuda --repeat 20 --dtype float64 --no-memory 2>&1 | tee "$out/bench_cuda_f64.txt"
+if [ -f ../shared/cifar10/build.py ]; then
+  pip install -q pillow >/dev/null 2>&1
+  python ../shared/cifar10/build.py /tmp/cifar >/dev/null
+  data="--data cifar10 --data-dir /tmp/cifar --num-test 10000"
+  for dev in cuda cpu; do
+    torch-svm train $data --lr 1e-7 --reg 2.5e4 --iters 1500 --device $dev --json > "$out/train_recipe_$dev.json"
+    torch-svm train $data --lr 1e-7 --reg 1e3 --iters 8000 --device $dev --json > "$out/train_tuned_$dev.json"
+  done
+  torch-svm verify tests/mutants.py:correct_vectorized --data cifar10 --data-dir /tmp/cifar --json > "$out/verify_cifar.json"
+fi
+torch-svm check --device cuda --dtype float32 | tail -3 | tee "$out/check_cuda.txt"
