@@ -48,6 +48,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"torch-svm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout closed early (`torch-svm ... --json | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (UsageError, ValueError, TypeError, OSError, IndexError, RuntimeError) as exc:
         if os.environ.get("TORCH_SVM_DEBUG") == "1":
             raise
