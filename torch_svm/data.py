@@ -158,7 +158,7 @@ def load_dataset(name: str = "digits", data_dir: Union[str, Path, None] = None,
         raise ValueError(
             "name='cifar10' needs data_dir (--data-dir DIR): the cifar-10-batches-py folder, its "
             f"parent, or {_CIFAR_ARCHIVE}; get the 'CIFAR-10 python version' from {CIFAR10_URL} "
-            "(or pass download=True)")
+            "(or pass download=True, --download on the command line)")
     if download and _locate_cifar10(data_dir, quiet=True) is None:
         download_cifar10(data_dir)
     X_train, y_train, X_test, y_test, class_names = read_cifar10(data_dir)

@@ -46,6 +46,9 @@ def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "dig
     p.add_argument("--data-dir", default=None,
                    help="cifar10 only: the cifar-10-batches-py folder, its parent or the "
                         "cifar-10-python.tar.gz archive")
+    p.add_argument("--download", action="store_true",
+                   help="cifar10 only: when --data-dir holds no copy, fetch the official "
+                        "archive (about 163 MB) into it and check its md5 first")
     for split, what in (("train", "the first images of the training pool"),
                         ("val", "the images after the train split"),
                         ("test", "the first images of the test pool; cifar10 has 10000")):
@@ -114,9 +117,10 @@ def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any
         fields["dtype"] = args.dtype
     name = name or args.data
     data_dir = args.data_dir
-    if name == "digits" and data_dir is not None:
-        raise ValueError(f"--data-dir only applies to --data cifar10, got --data-dir {data_dir!r}")
-    return load_dataset(name, data_dir, DataConfig(**fields))
+    if name == "digits" and (data_dir is not None or args.download):
+        raise ValueError(f"--data-dir and --download only apply to --data cifar10, got "
+                         f"--data-dir {data_dir!r}" + (" --download" if args.download else ""))
+    return load_dataset(name, data_dir, DataConfig(**fields), download=args.download)
 
 
 def train_config(args, **overrides: Any) -> TrainConfig:
