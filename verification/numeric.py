@@ -323,15 +323,18 @@ class SvmGradientCheck:
 
 
 def classify_svm_gradient(analytic: torch.Tensor, fd: SvmFiniteDifferences, *,
-                          fp_factor: float = 4.0) -> SvmGradientCheck:
+                          fp_factor: float = 4.0, fp_terms: Optional[int] = None) -> SvmGradientCheck:
     """Label each coordinate of an analytic SVM gradient ``ok``, ``kink_explained`` or ``unexplained``.
 
     Args:
         analytic: ``(D, C)`` gradient from anywhere (any floating dtype, any kink convention).
         fd: :func:`svm_finite_differences` at the same point.
         fp_factor: safety factor of the rounding allowance (default 4.0):
-            ``fp_tol = fp_factor * eps(analytic.dtype) * (1 + sqrt(N)) * magnitude + side_slack``,
-            the random-walk rounding of a sum of ``N`` contributions of that magnitude.
+            ``fp_tol = fp_factor * eps(analytic.dtype) * (1 + sqrt(T)) * magnitude + side_slack``,
+            the random-walk rounding of a sum of ``T`` contributions of that magnitude.
+        fp_terms: ``T``, how many roundings of that size add up (default N, a sum accumulated in
+            the analytic dtype, as user code does). Pass 1 for code that accumulates in a wider
+            type than it stores, as PyTorch's float16/bfloat16 GEMMs do (float32 accumulators).
     """
     if analytic.shape != fd.grad.shape:
         raise ValueError(f"analytic must have shape {tuple(fd.grad.shape)}, got {tuple(analytic.shape)}")
@@ -339,7 +342,8 @@ def classify_svm_gradient(analytic: torch.Tensor, fd: SvmFiniteDifferences, *,
         raise TypeError(f"analytic must be floating point, got {analytic.dtype}")
     eps = torch.finfo(analytic.dtype).eps + torch.finfo(fd.grad.dtype).eps
     error = (analytic.detach().to(fd.grad) - fd.grad).abs()
-    fp_tol = fp_factor * eps * (1 + math.sqrt(fd.n)) * fd.magnitude + fd.side_slack
+    terms = fd.n if fp_terms is None else fp_terms
+    fp_tol = fp_factor * eps * (1 + math.sqrt(terms)) * fd.magnitude + fd.side_slack
     allowed = torch.where(fd.crossings > 0, fp_tol + fd.kink_bound, fp_tol)
     status = torch.full_like(error, UNEXPLAINED, dtype=torch.int8)
     status[error <= allowed] = KINK_EXPLAINED
