@@ -148,6 +148,28 @@ def test_raising_function_is_a_user_error_with_its_traceback(digits):
     assert "broken" in info.value.user_traceback and "verification/verify.py" not in info.value.user_traceback
 
 
+def test_exiting_function_is_a_user_error(digits):
+    """sys.exit in the user's code must not become verify's own exit status."""
+    def exits(W, X, y, reg):
+        raise SystemExit(0)
+
+    with pytest.raises(UserCodeError, match="SystemExit"):
+        verify(exits, *digits, 10, points=_points(1.0))
+
+
+@pytest.mark.parametrize("sparse", [None, 5])
+def test_non_finite_gradient_fails_even_where_not_sampled(sparse, digits):
+    def nan_one(W, X, y, reg):
+        loss, dW = mutants.correct_vectorized(W, X, y, reg)
+        dW = dW.copy()
+        dW[3, 4] = np.nan
+        return loss, dW
+
+    report = verify(nan_one, *digits, 10, VerifyConfig(sparse=sparse), points=_points(1.0))
+    assert not report.passed
+    assert report.diagnosis[0]["pattern"] == "non_finite" and "W[3, 4]" in report.diagnosis[0]["message"]
+
+
 @pytest.mark.parametrize("returned", ["scalar", "shape", "vector_loss"])
 def test_wrong_return_is_a_user_error(returned, digits):
     def fn(W, X, y, reg):

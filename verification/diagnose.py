@@ -22,6 +22,8 @@ squares, and reports the best fit whose residual is under 5 % of the difference.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -225,7 +227,10 @@ def diagnose(evaluations: List[Any], X: torch.Tensor, y: torch.Tensor, delta: fl
     out = []
     # the loss: one difference per check
     dL = torch.tensor([ev.loss - ev.ref_loss for ev in evaluations], dtype=torch.float64)
-    if any(abs(ev.loss - ev.ref_loss) > ev.loss_tol for ev in evaluations):
+    if not all(math.isfinite(ev.loss) for ev in evaluations):
+        out.append({"what": "loss", "pattern": "non_finite", "coefficients": [], "residual": 0.0,
+                    "message": "the loss is NaN or inf (a division by zero, or log/exp overflow?)"})
+    elif any(abs(ev.loss - ev.ref_loss) > ev.loss_tol for ev in evaluations):
         columns = {
             "reg": torch.tensor([ev.ref_reg_loss for ev in evaluations], dtype=torch.float64),
             "data": torch.tensor([ev.ref_loss - ev.ref_reg_loss for ev in evaluations], dtype=torch.float64),
@@ -236,7 +241,13 @@ def diagnose(evaluations: List[Any], X: torch.Tensor, y: torch.Tensor, delta: fl
         if found is not None:
             out.append(found)
     # the gradient: the differences of every check stacked into one vector
-    if any(bool(ev.ref_bad.any()) for ev in evaluations):
+    bad = sorted({tuple(kj) for ev in evaluations for kj in (~torch.isfinite(ev.dW)).nonzero().tolist()})
+    if bad:
+        where = ", ".join(f"W[{a}, {b}]" for a, b in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        out.append({"what": "gradient", "pattern": "non_finite", "coefficients": [], "residual": 0.0,
+                    "message": f"dW is NaN or inf at {len(bad)} coordinate(s): {where}",
+                    "coordinates": [list(w) for w in bad]})
+    elif any(bool(ev.ref_bad.any()) for ev in evaluations):
         diffs = [ev.dW - torch.minimum(torch.maximum(ev.dW, ev.lo), ev.hi) for ev in evaluations]
         bases = [_gradient_bases(ev, X, y, delta) for ev in evaluations]
         d = torch.cat([t.reshape(-1) for t in diffs])

@@ -273,7 +273,7 @@ def _call(fn: Callable, backend: str, W: torch.Tensor, X: torch.Tensor, y: torch
     name = _function_name(fn)
     try:
         out = fn(*args)
-    except Exception as exc:  # noqa: BLE001 - any error of the user's code is reported as such
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any error of the user's code
         raise UserCodeError(f"{name} raised {_one_line(exc)} when called with {backend} inputs",
                             _user_traceback(exc)) from exc
     return _parse_output(out, tuple(W.shape), name)
@@ -427,7 +427,7 @@ def _evaluate(point: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg
     # 3. dW against finite differences, every coordinate
     fd = svm_finite_differences(W, X, y, reg, delta=delta, p=1, h=config.h)
     verdict = classify_svm_gradient(dW.to(compute_dtype), fd, fp_factor=config.fp_factor)
-    ref_bad = (dW < lo - verdict.fp_tol) | (dW > hi + verdict.fp_tol)
+    ref_bad = ~((dW >= lo - verdict.fp_tol) & (dW <= hi + verdict.fp_tol))  # NaN is bad too
     nearest = torch.minimum(torch.maximum(dW, lo), hi)
     status = verdict.status
     counts = {name: int(((status == code) & judged).sum()) for code, name in enumerate(STATUS_NAMES)}
