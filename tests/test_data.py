@@ -389,3 +389,10 @@ def test_real_cifar10():
     assert ds.X_test.shape == (10000, 3073) and ds.X_dev.shape == (500, 3073)
     assert torch.bincount(ds.y_test).tolist() == [1000] * 10
     assert ds.X_train[:, :-1].double().mean(0).abs().max() < 1e-3
+
+
+def test_default_dev_split_shrinks_with_a_small_train_split():
+    ds = load_dataset("digits", config=DataConfig(num_train=30))
+    assert ds.X_train.shape[0] == 30 and ds.X_dev.shape[0] == 30
+    with pytest.raises(ValueError, match=r"num_dev must be <= num_train \(30\), got 31"):
+        load_dataset("digits", config=DataConfig(num_train=30, num_dev=31))

@@ -76,7 +76,7 @@ class DataConfig:
     num_train: Optional[int] = None  # first images of the training pool
     num_val: Optional[int] = None    # the images right after the train split
     num_test: Optional[int] = None   # first images of the test pool (cifar10 has 10000)
-    num_dev: Optional[int] = None    # drawn without replacement from train, for quick checks
+    num_dev: Optional[int] = None    # drawn without replacement from train, for quick checks (None: capped at num_train)
     bias: bool = True                # append a column of ones (the bias trick), last column
     dtype: str = "float32"           # "float32" or "float64" for the X tensors
     seed: int = 0                    # seeds the dev draw only (a private generator, seed % 2**32)
@@ -174,6 +174,8 @@ def _resolve_config(name: str, config: DataConfig) -> DataConfig:
     defaults = dict(zip(("num_train", "num_val", "num_test", "num_dev"), _DEFAULTS[name]))
     filled = {k: d if getattr(config, k) is None else getattr(config, k)
               for k, d in defaults.items()}
+    if config.num_dev is None and isinstance(filled["num_train"], (int, np.integer)):
+        filled["num_dev"] = min(filled["num_dev"], filled["num_train"])  # a small train split
     for field, value in filled.items():
         lowest = 1 if field == "num_train" else 0
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:

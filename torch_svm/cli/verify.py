@@ -65,7 +65,13 @@ def _load_data(args):
 
     config = DataConfig(num_dev=args.n, dtype="float32", seed=args.seed,
                         **({"num_val": 0, "num_test": 0} if args.data == "cifar10" else {}))
-    ds = load_dataset(args.data, args.data_dir, config)
+    try:
+        ds = load_dataset(args.data, args.data_dir, config)
+    except ValueError as exc:
+        if args.n is not None and str(exc).startswith("num_dev must be"):
+            raise ValueError(f"--n must be at most the size of the {args.data} training split "
+                             f"({exc}), got --n {args.n}") from exc
+        raise
     return ds.X_dev.to(torch.float64), ds.y_dev, ds.num_classes, f"{args.data} dev split"
 
 
