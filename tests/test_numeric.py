@@ -374,3 +374,9 @@ def test_kinkcheck_is_silent_in_float64(recwarn):
 def test_kinkcheck_bad_shape_is_named():
     with pytest.raises(ValueError, match=r"shape of x \(6,\), got \(5,\)"):
         kinkcheck(_l1, L1_X, torch.zeros(5, dtype=F64))
+
+
+def test_kinkcheck_names_a_non_scalar_f():
+    x = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"f must return a scalar .* got shape \(3,\) per point"):
+        kinkcheck(torch.relu, x, (x > 0).double())

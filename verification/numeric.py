@@ -389,11 +389,17 @@ def _evaluate_stack(f: Callable[[torch.Tensor], torch.Tensor], points: torch.Ten
                     batched: bool) -> torch.Tensor:
     """``f`` at each row of ``points: (B, *x.shape)`` -> ``(B,)``: batched, vmapped or looped."""
     if batched:
-        return f(points).reshape(-1)
-    try:
-        return torch.func.vmap(f)(points).reshape(-1)
-    except Exception:  # noqa: BLE001 - any f vmap cannot trace falls back to the plain loop
-        return torch.stack([torch.as_tensor(f(p)).reshape(()) for p in points])
+        values = f(points)
+    else:
+        try:
+            values = torch.func.vmap(f)(points)
+        except Exception:  # noqa: BLE001 - any f vmap cannot trace falls back to the plain loop
+            values = torch.stack([torch.as_tensor(f(p)) for p in points])
+    if values.numel() != points.shape[0]:
+        per_point = tuple(values.shape[1:]) if values.dim() else ()
+        raise ValueError(f"f must return a scalar (a 0-d tensor) for each point, got shape "
+                         f"{per_point} per point; did you forget .sum()?")
+    return values.reshape(-1)
 
 
 def kinkcheck(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, analytic: torch.Tensor, *,
