@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from torch_svm import svm_loss_and_grad, svm_loss_fn
+from torch_svm.utils import progress as progress_bar
 from verification.crosscheck import max_rel_error, rel_error
 from verification.numeric import STATUS_NAMES, UNEXPLAINED, classify_svm_gradient, svm_finite_differences
 from verification.reference import autograd_reference, mml_reference, svm_loss_naive
@@ -495,7 +496,8 @@ def _worst(evaluations: List[_Evaluation], k: int) -> List[Coordinate]:
 
 def verify(fn: Callable, X: torch.Tensor, y: torch.Tensor, num_classes: Optional[int] = None,
            config: Optional[VerifyConfig] = None, *,
-           points: Optional[Dict[str, Tuple[torch.Tensor, str]]] = None) -> VerifyReport:
+           points: Optional[Dict[str, Tuple[torch.Tensor, str]]] = None,
+           progress: bool = False) -> VerifyReport:
     """Judge ``fn(W, X, y, reg) -> (loss, dW)``; see the module docstring.
 
     Args:
@@ -505,6 +507,7 @@ def verify(fn: Callable, X: torch.Tensor, y: torch.Tensor, num_classes: Optional
         num_classes: C (default ``y.max() + 1``).
         config: :class:`VerifyConfig` (default: all defaults).
         points: ``{name: (W (D, C), description)}`` instead of :func:`default_points`.
+        progress: show a progress bar over the point x reg checks on stderr.
 
     Returns:
         :class:`VerifyReport`; ``report.passed``.
@@ -563,10 +566,15 @@ def verify(fn: Callable, X: torch.Tensor, y: torch.Tensor, num_classes: Optional
                                       judged, config)
         return checks[name, reg][1]
 
-    at_zero = [check(name, 0.0) for name in Ws]
-    regs = [0.0, _visible_reg(config.reg, at_zero, notes)]
-    for name in Ws:
-        check(name, regs[1])
+    with progress_bar(total=2 * len(Ws), desc="verify", enabled=progress) as bar:
+        at_zero = []
+        for name in Ws:
+            at_zero.append(check(name, 0.0))
+            bar.update(1)
+        regs = [0.0, _visible_reg(config.reg, at_zero, notes)]
+        for name in Ws:
+            check(name, regs[1])
+            bar.update(1)
     order = [(name, reg) for name in Ws for reg in regs]
     results = [checks[key][0] for key in order]
     evaluations = [checks[key][1] for key in order]

@@ -144,7 +144,7 @@ def run(args) -> int:
                           backend=args.backend, dtype=args.dtype, seed=args.seed, worst=args.worst)
     try:
         fn = load_function(args.function)
-        report = verify(fn, X, y, num_classes, config)
+        report = verify(fn, X, y, num_classes, config, progress=not args.json)
     except UserCodeError as exc:
         print(f"torch-svm verify: error: {exc}", file=sys.stderr)
         if exc.user_traceback:
