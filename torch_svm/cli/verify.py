@@ -126,9 +126,11 @@ def _print_table(report, args, description: str) -> None:
               f"{100 * d['residual']:.1f}% of the difference unexplained)")
     totals = report.totals()
     if report.passed:
-        print(f"PASS: loss and dW agree with every reference at every point; "
-              f"{totals['kink_explained']} of {totals['coordinates']} coordinates differ from finite "
-              f"differences, all because the step straddles a kink of the hinge")
+        fd = (f"{totals['kink_explained']} of {totals['coordinates']} coordinates differ from "
+              f"finite differences, all because the step straddles a kink of the hinge"
+              if totals["kink_explained"] else
+              f"all {totals['coordinates']} coordinates agree with finite differences")
+        print(f"PASS: loss and dW agree with every reference at every point; {fd}")
     else:
         failed = sum(not c.passed for c in report.checks)
         print(f"FAIL: {failed} of {len(report.checks)} point/reg combinations fail; "
