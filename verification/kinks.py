@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from torch_svm.losses import svm_loss_and_grad
+from verification.numeric import svm_margins
 
 __all__ = ["term_margins", "margin_density_at_zero", "predict_crossings", "predict_terms_near_kink",
            "terms_near_kink", "count_ties",
@@ -56,8 +57,7 @@ def term_margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
     margin that is 0 here is 0 in :func:`torch_svm.losses.svm_loss_fn`.
     """
     with torch.no_grad():
-        S = X @ W                                                       # (N, C)
-        m = S - S.gather(1, y[:, None]) + delta                         # (N, C)
+        m = svm_margins(W, X, y, delta)                                 # (N, C), -inf at y_i
         term = torch.ones_like(m, dtype=torch.bool).scatter_(1, y[:, None], False)
         return m[term]                                                  # (N (C - 1),)
 

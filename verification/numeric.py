@@ -89,6 +89,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 __all__ = [
+    "svm_margins",
     "svm_finite_differences",
     "svm_numeric_grad",
     "SvmFiniteDifferences",
@@ -147,7 +148,7 @@ def _check_svm_inputs(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, p: int,
         raise ValueError(f"y must lie in [0, {W.shape[1]}), got values in [{int(y.min())}, {int(y.max())}]")
 
 
-def _svm_margins(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, delta: float) -> torch.Tensor:
+def svm_margins(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, delta: float) -> torch.Tensor:
     """``m[i, j] = S_ij - S_{i,y_i} + delta`` with ``-inf`` at ``j = y_i`` (no term there)."""
     S = X @ W                                                # (N, C)
     m = S - S.gather(1, y[:, None]) + delta
@@ -183,7 +184,7 @@ def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, re
     margin_eps = torch.finfo(torch.float32).eps if margin_eps is None else margin_eps
     with torch.no_grad():
         W, X = W.detach(), X.detach()
-        m = _svm_margins(W, X, y, delta)                                # (N, C)
+        m = svm_margins(W, X, y, delta)                                # (N, C)
         A = X.abs() @ W.abs()                                           # (N, C) scale of |S|
         scale = A + A.gather(1, y[:, None]) + abs(delta)                # rounding of m / eps
         Y = torch.nn.functional.one_hot(y, C).to(W.dtype)               # (N, C)

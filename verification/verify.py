@@ -57,7 +57,8 @@ import torch
 from torch_svm import svm_loss_and_grad, svm_loss_fn
 from torch_svm.utils import progress as progress_bar
 from verification.crosscheck import max_rel_error, rel_error
-from verification.numeric import STATUS_NAMES, UNEXPLAINED, classify_svm_gradient, svm_finite_differences
+from verification.numeric import (STATUS_NAMES, UNEXPLAINED, classify_svm_gradient,
+                                  svm_finite_differences, svm_margins)
 from verification.reference import autograd_reference, mml_reference, svm_loss_naive
 
 __all__ = ["VerifyConfig", "VerifyReport", "CheckResult", "PointInfo", "Coordinate", "UserCodeError",
@@ -330,15 +331,8 @@ def _detect_backend(fn: Callable, backend: str, W, X, y) -> Tuple[str, Tuple[flo
 
 # --------------------------------------------------------------------------- points
 
-def _margins(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, delta: float) -> torch.Tensor:
-    """``(N, C)`` margins ``S_ij - S_iy_i + delta``, ``-inf`` at ``j = y_i`` (no term there)."""
-    S = X @ W
-    m = S - S.gather(1, y[:, None]) + delta
-    return m.scatter_(1, y[:, None], float("-inf"))
-
-
 def _active_share(W, X, y, delta) -> float:
-    return float((_margins(W, X, y, delta) > 0).sum()) / (X.shape[0] * (W.shape[1] - 1))
+    return float((svm_margins(W, X, y, delta) > 0).sum()) / (X.shape[0] * (W.shape[1] - 1))
 
 
 def default_points(X: torch.Tensor, y: torch.Tensor, num_classes: int, delta: float = 1.0,
@@ -417,7 +411,7 @@ def _evaluate(point: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg
     }
     ref_loss = ref_losses["autograd"]
     reg_loss = reg * float((W * W).sum())
-    m = _margins(W, X, y, delta)
+    m = svm_margins(W, X, y, delta)
     loss_tol = _loss_tolerance(m, W, X, y, delta, ref_loss - reg_loss, reg_loss, eps, config.fp_factor)
     loss_errors = {name: rel_error(loss, value) for name, value in ref_losses.items()}
     loss_ok = all(abs(loss - value) <= loss_tol for value in ref_losses.values())
@@ -583,7 +577,7 @@ def verify(fn: Callable, X: torch.Tensor, y: torch.Tensor, num_classes: Optional
         output_dtype="float32" if torch.float32 in out_dtypes else "float64",
         n=X.shape[0], d=D, c=C, delta=config.delta, h=config.h, regs=regs,
         points=[PointInfo(name, description, _active_share(Ws[name], X, y, config.delta),
-                          int((_margins(Ws[name], X, y, config.delta) == 0).sum()))
+                          int((svm_margins(Ws[name], X, y, config.delta) == 0).sum()))
                 for name, (_, description) in points.items()],
         checks=results, worst=_worst(evaluations, config.worst), notes=notes)
     if not report.passed:
