@@ -46,10 +46,10 @@ def _features(data: Dataset, split: str, metadata: dict, model) -> torch.Tensor:
     if not (isinstance(mean, torch.Tensor) and mean.shape == data.mean_image.shape):
         raise CheckpointError(f"checkpoint mean_image must be a tensor of shape "
                               f"{tuple(data.mean_image.shape)}, got {type(mean).__name__}")
-    X = X.to(torch.float64)
-    d = mean.shape[0]
-    X[:, :d] += data.mean_image.to(torch.float64) - mean.to(torch.float64)  # our mean -> theirs
-    return X.to(model.W.dtype)
+    X = X.to(model.W.dtype, copy=True)                         # no float64 copy of the split
+    shift = data.mean_image.to(torch.float64) - mean.to(torch.float64)  # our mean -> theirs
+    X[:, :mean.shape[0]] += shift.to(X.dtype)
+    return X
 
 
 def run(args) -> int:
