@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 __all__ = ["set_seed", "resolve_device", "resolve_dtype", "progress", "atomic_write_bytes",
-           "atomic_write_text", "atomic_write_json", "DTYPES"]
+           "atomic_write_text", "atomic_write_json", "jsonable", "DTYPES"]
 
 #: Names accepted wherever a dtype is given as a string (CLI flags, configs).
 DTYPES = {
@@ -103,5 +104,19 @@ def atomic_write_text(path: Union[str, Path], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def jsonable(obj: Any) -> Any:
+    """Make floats JSON-safe (inf/NaN become strings) and numpy/torch scalars plain."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
 def atomic_write_json(path: Union[str, Path], obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (through :func:`jsonable`), written atomically."""
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")

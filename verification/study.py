@@ -460,22 +460,11 @@ def write_report(results: Dict[str, Any], out_dir: Union[str, Path]) -> List[Pat
     out = Path(out_dir)
     margins = results.get("_margins", {})
     clean = {k: v for k, v in results.items() if not k.startswith("_")}
-    paths = [atomic_write_json(out / "results.json", _finite(clean))]
+    paths = [atomic_write_json(out / "results.json", clean)]
     for name, png in _figures(clean, margins).items():
         paths.append(atomic_write_bytes(out / name, png))
     paths.append(atomic_write_text(out / "report.md", _render_markdown(clean)))
     return paths
-
-
-def _finite(obj: Any) -> Any:
-    """Replace inf/NaN floats by strings so results.json is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def _pct(x: Optional[float]) -> str:

@@ -7,7 +7,7 @@ import math
 import sys
 from typing import Any
 
-from torch_svm.utils import DTYPES
+from torch_svm.utils import DTYPES, jsonable
 
 
 class UsageError(Exception):
@@ -52,19 +52,6 @@ def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout instead of the table")
-
-
-def jsonable(obj: Any) -> Any:
-    """Make floats JSON-safe (inf/NaN become strings) and numpy/torch scalars plain."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def print_json(obj: Any) -> None:

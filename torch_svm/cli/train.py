@@ -145,14 +145,12 @@ def checkpoint_metadata(data: Dataset, result: TrainResult) -> Dict[str, Any]:
 
 def write_outputs(out: str, data: Dataset, result: TrainResult, metrics: Dict[str, Any]) -> None:
     """model.pt, metrics.json, loss.png and weights.png in ``out``, each written atomically."""
-    from torch_svm.cli._common import jsonable
     from torch_svm.plots import plot_loss, plot_weights
     from torch_svm.utils import atomic_write_json
 
     folder = Path(out)
     save_checkpoint(folder / "model.pt", result.model, checkpoint_metadata(data, result))
-    atomic_write_json(folder / "metrics.json",
-                      jsonable({**metrics, "loss_history": result.loss_history}))
+    atomic_write_json(folder / "metrics.json", {**metrics, "loss_history": result.loss_history})
     c = result.config
     plot_loss(result.loss_history, folder / "loss.png",
               title=f"{data.name}: lr={c.lr:g}, reg={c.reg:g}, batch {c.batch_size}")
