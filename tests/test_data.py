@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from torch_svm.data import (DataConfig, DataFormatError, UnsafePickleError, download_cifar10,
-                            load_dataset, read_cifar10, read_digits)
+from torch_svm.cifar10 import UnsafePickleError, download_cifar10, read_cifar10
+from torch_svm.data import DataConfig, load_dataset, read_digits
+from torch_svm.errors import DataFormatError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH = 4  # images per data batch: 20 training images in all

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torch_svm.losses import svm_loss, svm_loss_fn
+from torch_svm.errors import CheckpointError
 from torch_svm.utils import atomic_write_bytes
 
 __all__ = ["LinearSVM", "GRADS", "CheckpointError", "save_checkpoint", "load_checkpoint"]
@@ -117,10 +118,6 @@ class LinearSVM(nn.Module):
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, unsafe, or not a torch-svm LinearSVM checkpoint."""
 
 
 def save_checkpoint(path: Union[str, Path], model: LinearSVM,

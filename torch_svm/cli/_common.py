@@ -7,11 +7,8 @@ import math
 import sys
 from typing import Any
 
+from torch_svm.errors import UsageError  # noqa: F401  (re-exported for the subcommands)
 from torch_svm.utils import DTYPES, jsonable
-
-
-class UsageError(Exception):
-    """Bad command-line input that library validation cannot see; exit code 2, one line."""
 
 
 def positive_int(text: str) -> int:
