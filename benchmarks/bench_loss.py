@@ -4,7 +4,7 @@
     python benchmarks/bench_loss.py --device cuda --json
 
 Methods: the hand-written gradient (``svm_loss_and_grad``), its ``autograd.Function``
-(``svm_loss_fn`` + ``backward``), ``torch.autograd`` on ``svm_loss``, PyTorch's own
+(``svm_loss`` + ``backward``), ``torch.autograd`` on ``svm_loss_autograd``, PyTorch's own
 ``MultiMarginLoss`` kernel (``C * F.multi_margin_loss`` + autograd), numpy vectorized in the same
 dtype and, at small N, the numpy naive loops. Each is timed as the median of ``--repeat`` runs
 after a warm-up (CUDA: synchronised). Ratios are against the hand-written gradient. The
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_svm import svm_loss, svm_loss_and_grad, svm_loss_fn
+from torch_svm import svm_loss_autograd, svm_loss_and_grad, svm_loss
 from torch_svm.utils import resolve_device, resolve_dtype
 from verification.reference import svm_loss_naive, svm_loss_vectorized
 
@@ -51,12 +51,12 @@ def methods(W, X, y):
 
     def function():
         Wr = W.detach().requires_grad_(True)
-        svm_loss_fn(Wr, X, y, REG).backward()
+        svm_loss(Wr, X, y, REG).backward()
         return Wr.grad
 
     def autograd():
         Wr = W.detach().requires_grad_(True)
-        return torch.autograd.grad(svm_loss(Wr, X, y, REG), Wr)
+        return torch.autograd.grad(svm_loss_autograd(Wr, X, y, REG), Wr)
 
     def mml():
         Wr = W.detach().requires_grad_(True)

@@ -1,6 +1,10 @@
-"""Shared fixtures."""
+"""Shared fixtures and builders: random problems, problems with exact kinks, the CLI runner."""
+from typing import List, Tuple
+
 import pytest
 import torch
+
+from torch_svm.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -10,3 +14,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def random_problem(n: int = 40, d: int = 12, c: int = 6, *, seed: int = 0, w_scale: float = 0.3,
+                   x_scale: float = 1.0, dtype: torch.dtype = torch.float64
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``W = w_scale * randn(d, c)``, ``X = x_scale * randn(n, d)``, ``y`` uniform in [0, c)."""
+    g = torch.Generator().manual_seed(seed)
+    W = (torch.randn(d, c, generator=g, dtype=torch.float64) * w_scale).to(dtype)
+    X = (torch.randn(n, d, generator=g, dtype=torch.float64) * x_scale).to(dtype)
+    y = torch.randint(c, (n,), generator=g)
+    return W, X, y
+
+
+def run_cli(capsys, *argv: str) -> Tuple[int, str, List[str]]:
+    """Run ``torch-svm argv`` in-process: (exit code, stdout, stderr lines), whether the error
+    is argparse's (SystemExit) or the command's (its return value)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err.strip().splitlines()

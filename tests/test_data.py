@@ -344,16 +344,18 @@ def test_malformed_meta(tmp_path):
     ({"name": "mnist"}, "name must be one of .*'mnist'"),
     ({"name": "cifar10"}, "--data-dir"),
     ({"name": "digits", "data_dir": "/tmp"}, "data_dir and download only apply"),
-    ({"config": DataConfig(num_train=1500, num_val=200)}, r"1500 \+ 200 \+ 300 = 2000"),
-    ({"config": DataConfig(num_train=0)}, "num_train must be an integer >= 1, got 0"),
-    ({"config": DataConfig(num_val=-1)}, "num_val must be an integer >= 0, got -1"),
-    ({"config": DataConfig(num_dev=2.5)}, "num_dev must be an integer >= 0, got 2.5"),
-    ({"config": DataConfig(num_train=50, num_dev=60)}, r"num_dev must be <= num_train \(50\), got 60"),
-    ({"config": DataConfig(dtype="float16")}, "dtype must be one of .*'float16'"),
-    ({"config": DataConfig(bias=1)}, "bias must be True or False, got 1"),
+    ({"config": dict(num_train=1500, num_val=200)}, r"1500 \+ 200 \+ 300 = 2000"),
+    ({"config": dict(num_train=0)}, "num_train must be an integer >= 1, got 0"),
+    ({"config": dict(num_val=-1)}, "num_val must be an integer >= 0, got -1"),
+    ({"config": dict(num_dev=2.5)}, "num_dev must be an integer >= 0, got 2.5"),
+    ({"config": dict(num_train=50, num_dev=60)}, r"num_dev must be <= num_train \(50\), got 60"),
+    ({"config": dict(dtype="float16")}, "dtype must be one of .*'float16'"),
+    ({"config": dict(bias=1)}, "bias must be True or False, got 1"),
 ])
 def test_bad_arguments_are_named(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
+        if "config" in kwargs:                   # a config is checked when it is made
+            kwargs = dict(kwargs, config=DataConfig(**kwargs["config"]))
         load_dataset(**kwargs)
 
 

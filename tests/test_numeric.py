@@ -148,9 +148,9 @@ def test_reference_gradient_is_never_unexplained_at_kinks(p, at_zero):
 def test_kink_bound_is_attained_for_p1_at_an_exact_zero():
     """One term at m = 0 exactly: the central difference is s/2 and the bound is |s|/2."""
     X = torch.tensor([[2.0]], dtype=F64)
-    W = torch.zeros(1, 2, dtype=F64)
+    W = torch.tensor([[0.5, 0.0]], dtype=F64)             # m = 2 * 0 - 2 * 0.5 + 1 = 0 exactly
     y = torch.tensor([0])
-    fd = svm_finite_differences(W, X, y, delta=0.0, h=1e-3)
+    fd = svm_finite_differences(W, X, y, delta=1.0, h=1e-3)
     torch.testing.assert_close(fd.grad, torch.tensor([[-1.0, 1.0]], dtype=F64))
     torch.testing.assert_close(fd.kink_bound, torch.tensor([[1.0, 1.0]], dtype=F64))
     assert fd.crossings.tolist() == [[1, 1]]
@@ -204,7 +204,7 @@ def test_chunking_does_not_change_the_answer():
 
 
 @pytest.mark.parametrize("kwargs, message", [({"p": 3}, "p must be 1 or 2, got 3"),
-                                             ({"h": 0.0}, "h must be positive, got 0.0")])
+                                             ({"h": 0.0}, "h must be a finite number > 0, got 0.0")])
 def test_bad_arguments_are_named(kwargs, message):
     W, X, y = _problem(4, 3, 2)
     with pytest.raises(ValueError, match=message):

@@ -4,13 +4,14 @@ import pickle
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 import torch
 
 from torch_svm.cli import main
 from torch_svm.data import DataConfig, load_dataset
 from torch_svm.model import CheckpointError, LinearSVM, load_checkpoint, save_checkpoint
-from torch_svm.train import (DivergenceError, TrainConfig, TuneConfig, batch_indices, train,
-                             tune)
+from torch_svm.train import DivergenceError, TrainConfig, batch_indices, train
+from torch_svm.tune import TuneConfig, tune
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FAST = dict(iters=300, device="cpu")  # enough for digits to pass 0.9
@@ -281,15 +282,27 @@ def test_cli_bad_flag_value_exit_2_one_line(capsys, argv, word):
 
 
 @pytest.mark.parametrize("argv, word", [
-    (["train", "--lr", "-1", "--device", "cpu"], "lr"),
+    (["train", "--lr", "-1", "--device", "cpu"], "--lr"),
     (["train", "--data-dir", "/nowhere"], "--data-dir"),
     (["train", "--data", "cifar10", "--data-dir", "/nowhere/at/all"], "/nowhere/at/all"),
     (["tune", "--random", "-2"], "--random"),
     (["train", "--threads", "-1"], "--threads"),
+    (["train", "--device", "cpu:1"], "cpu:1"),
+    (["train", "--out", ""], "--out"),
 ])
 def test_cli_bad_value_for_the_library_exit_2_one_line(capsys, argv, word):
-    code, _, err = cli(capsys, *argv)
-    assert code == 2 and len(err) == 1 and word in err[0]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and len(err) == 1 and word in err[0], err
+
+
+def test_cli_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
+    target = tmp_path / "file"
+    target.write_text("x")
+    trained = []
+    monkeypatch.setattr("torch_svm.cli.train.train", lambda *a, **k: trained.append(1))
+    code, _, err = run_cli(capsys, "train", "--out", str(target))
+    assert code == 2 and len(err) == 1 and "--out" in err[0] and "not a folder" in err[0]
+    assert trained == [] and target.read_text() == "x"
 
 
 # --------------------------------------------------------------------------- CUDA

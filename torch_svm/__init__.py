@@ -6,11 +6,12 @@ command line. The checks of that gradient live in the separate ``verification`` 
 """
 from torch_svm.losses import (
     MultiMarginLoss,
-    SVMLossFunction,
     multi_margin_loss,
     svm_loss,
     svm_loss_and_grad,
-    svm_loss_fn,
+    svm_loss_autograd,
+    svm_loss_multimargin,
+    svm_margins,
 )
 
 __version__ = "0.1.0"
@@ -18,8 +19,9 @@ __version__ = "0.1.0"
 __all__ = [
     "svm_loss",
     "svm_loss_and_grad",
-    "svm_loss_fn",
-    "SVMLossFunction",
+    "svm_loss_autograd",
+    "svm_loss_multimargin",
+    "svm_margins",
     "multi_margin_loss",
     "MultiMarginLoss",
     "__version__",

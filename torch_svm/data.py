@@ -17,7 +17,7 @@ CIFAR-10 is read by :mod:`torch_svm.cifar10` (safely: a tampered file cannot run
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -25,16 +25,18 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from torch_svm.cifar10 import CIFAR10_ARCHIVE, CIFAR10_SHAPE, CIFAR10_URL, download_cifar10, locate_cifar10, read_cifar10
+from torch_svm.cifar10 import (CIFAR10_ARCHIVE, CIFAR10_SHAPE, CIFAR10_URL, download_cifar10,
+                               locate_cifar10, read_cifar10)
+from torch_svm.utils import check_choice, check_int, clip
 
-__all__ = ["DataConfig", "Dataset", "load_dataset", "read_digits", "DATASETS"]
+__all__ = ["DataConfig", "Dataset", "load_dataset", "read_digits", "DATASETS", "SPLIT_DEFAULTS"]
 
 #: Names accepted by :func:`load_dataset`.
 DATASETS = ("digits", "cifar10")
 _DIGITS_SHAPE = (8, 8, 1)
 
-# Per data set: (num_train, num_val, num_test, num_dev) used where DataConfig leaves None.
-_DEFAULTS = {
+#: Per data set: (num_train, num_val, num_test, num_dev), used where DataConfig leaves None.
+SPLIT_DEFAULTS = {
     "cifar10": (49000, 1000, 1000, 500),  # the assignment's numbers; num_test=10000 for all
     "digits": (1297, 200, 300, 100),      # 1797 images: 1297 + 200 + 300 tile the file
 }
@@ -45,8 +47,7 @@ _FLOAT_DTYPES = {"float32": (torch.float32, np.float32), "float64": (torch.float
 class DataConfig:
     """How to split and preprocess; ``None`` counts take the data set's default.
 
-    Defaults: cifar10 49000 / 1000 / 1000 / 500 (train / val / test / dev), digits
-    1297 / 200 / 300 / 100.
+    Defaults per data set: :data:`SPLIT_DEFAULTS`.
     """
 
     num_train: Optional[int] = None  # first images of the training pool
@@ -56,6 +57,16 @@ class DataConfig:
     bias: bool = True                # append a column of ones (the bias trick), last column
     dtype: str = "float32"           # "float32" or "float64" for the X tensors
     seed: int = 0                    # seeds the dev draw only (a private generator, seed % 2**32)
+
+    def __post_init__(self) -> None:
+        for name in ("num_train", "num_val", "num_test", "num_dev"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_int(name, getattr(self, name),
+                                              min=1 if name == "num_train" else 0))
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"bias must be True or False, got {clip(repr(self.bias), 100)}")
+        check_choice("dtype", self.dtype, tuple(_FLOAT_DTYPES))
+        self.seed = check_int("seed", self.seed, min=0, max=2**63 - 1)
 
 
 @dataclass(eq=False)  # tensors have no single truth value
@@ -90,6 +101,18 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def to(self, device: Union[str, torch.device, None] = None,
+           dtype: Optional[torch.dtype] = None) -> "Dataset":
+        """The data set with every split moved to ``device`` and the X splits (and the mean
+        image) cast to ``dtype``; splits already there are not copied."""
+        moved = {f.name: getattr(self, f.name).to(device=device, dtype=dtype)
+                 for f in fields(self) if f.name.startswith("X_")}
+        moved.update({f.name: getattr(self, f.name).to(device=device)
+                      for f in fields(self) if f.name.startswith("y_")})
+        if dtype is not None:
+            moved["mean_image"] = self.mean_image.to(dtype=dtype)
+        return replace(self, **moved)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -144,28 +167,18 @@ def load_dataset(name: str = "digits", data_dir: Union[str, Path, None] = None,
 
 
 def _resolve_config(name: str, config: DataConfig) -> DataConfig:
-    """Fill ``None`` counts with the data set's defaults and check every field."""
+    """Fill ``None`` counts with the data set's defaults (num_dev capped at num_train)."""
     if not isinstance(config, DataConfig):
         raise TypeError(f"config must be a DataConfig, got {type(config).__name__}")
-    defaults = dict(zip(("num_train", "num_val", "num_test", "num_dev"), _DEFAULTS[name]))
+    defaults = dict(zip(("num_train", "num_val", "num_test", "num_dev"), SPLIT_DEFAULTS[name]))
     filled = {k: d if getattr(config, k) is None else getattr(config, k)
               for k, d in defaults.items()}
-    if config.num_dev is None and isinstance(filled["num_train"], (int, np.integer)):
+    if config.num_dev is None:
         filled["num_dev"] = min(filled["num_dev"], filled["num_train"])  # a small train split
-    for field, value in filled.items():
-        lowest = 1 if field == "num_train" else 0
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
-            raise ValueError(f"{field} must be an integer >= {lowest}, got {value!r}")
     if filled["num_dev"] > filled["num_train"]:
         raise ValueError(f"num_dev must be <= num_train ({filled['num_train']}), "
                          f"got {filled['num_dev']}")
-    if not isinstance(config.bias, bool):
-        raise ValueError(f"bias must be True or False, got {config.bias!r}")
-    if config.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_FLOAT_DTYPES)}, got {config.dtype!r}")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {config.seed!r}")
-    return replace(config, **{k: int(v) for k, v in filled.items()})
+    return replace(config, **filled)
 
 
 def _make_dataset(name: str, pool: np.ndarray, pool_y: np.ndarray, test_pool: np.ndarray,

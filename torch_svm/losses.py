@@ -10,8 +10,9 @@ CS231n convention, for scores :math:`S = XW`:
 with ``W: (D, C)``, ``X: (N, D)``, ``y: (N,)`` integer labels in ``[0, C)``, ``p`` in {1, 2}
 (``p = 2`` is the squared hinge), ``delta`` :math:`= \Delta > 0` and ``reg`` :math:`= \lambda \ge 0`.
 
-Gradient. Write :math:`m_{ij} = S_{ij} - S_{iy_i} + \Delta` and let :math:`B` be the (N, C)
-coefficient matrix :math:`B_{ij} = \partial L / \partial S_{ij}`:
+Gradient. Write :math:`m_{ij} = S_{ij} - S_{iy_i} + \Delta` (:func:`svm_margins`) and let
+:math:`B` be the (N, C) coefficient matrix :math:`B_{ij} = \partial L / \partial S_{ij}`
+(:func:`svm_coefficients`):
 
 .. math::
 
@@ -26,25 +27,26 @@ there is a valid subgradient. The hand-written gradient takes ``kink`` (default 
 CS231n naive loop's ``if margin > 0`` and PyTorch's own MultiMarginLoss kernel's ``z > 0`` do).
 The squared hinge is differentiable at 0 (its derivative is 0), so ``kink`` has no effect there.
 
-Three ways to get the loss, all on the inputs' device and dtype:
+The loss, all on the inputs' device and dtype:
 
-* :func:`svm_loss` -- plain differentiable torch ops; ``torch.autograd`` differentiates it
-  (the autograd reference; its ``relu`` takes 0 at the kink).
-* :func:`svm_loss_and_grad` -- ``(loss, dW)`` from the hand-written gradient, no graph.
-* :func:`svm_loss_fn` / :class:`SVMLossFunction` -- an ``autograd.Function`` whose backward
-  is the hand-written gradient, so ``loss.backward()`` and ``torch.optim`` use it.
+* :func:`svm_loss` -- the main path: a 0-d tensor whose ``backward()`` runs the hand-written
+  gradient (an ``autograd.Function``), so ``torch.optim`` uses it;
+* :func:`svm_loss_and_grad` -- ``(loss, dW)`` from the same hand-written gradient, no graph;
+* :func:`svm_loss_autograd` -- plain differentiable torch ops that ``torch.autograd``
+  differentiates (the reference the hand-written gradient is tested against; written apart
+  from the margins below on purpose);
+* :func:`svm_loss_multimargin` -- through PyTorch's own ``multi_margin_loss`` kernel;
 
 and :func:`multi_margin_loss` / :class:`MultiMarginLoss`, a drop-in for
 ``torch.nn.functional.multi_margin_loss`` / ``torch.nn.MultiMarginLoss`` with a hand-written
 backward (it also runs in float16 and bfloat16 on the CPU, where PyTorch's kernel does not).
 
-Performance. The forward is one GEMM ``X @ W`` and the backward one GEMM of X with the (N, C)
-matrix B. On a CPU (MKL, 2 cores, N=49000, D=3073, C=10, float32; see ``benchmarks/``) the
-layout matters: ``X.T @ B`` with a tall X takes 0.71 s, ``(B.T @ X).T`` 0.12 s, so the latter
-is used; and ``X @ W`` runs 1.6x faster (0.10 s vs 0.16 s) when W's storage is (C, D), so the
-forward multiplies by a (C, D) copy of W (D*C elements, negligible). On CUDA both are moot.
-No function here synchronises host and device, except the label range check, which runs
-only for CPU tensors (on CUDA an out-of-range label trips ``gather``'s device-side assert).
+Performance. The forward is one GEMM and the backward one GEMM of X with the (N, C) matrix B.
+On a CPU the layouts matter (``benchmarks/bench_loss.py`` measures them): the backward computes
+``X^T B`` as ``(B^T X)^T``, fast for a tall X, and the forward multiplies X by W laid out as
+(C, D) (a copy of D*C elements). On CUDA both are moot. No function here synchronises host and
+device, except the label range check, which runs only for CPU tensors (on CUDA an
+out-of-range label trips ``gather``'s device-side assert).
 """
 from __future__ import annotations
 
@@ -52,33 +54,53 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 __all__ = [
     "svm_loss",
     "svm_loss_and_grad",
-    "svm_loss_fn",
-    "SVMLossFunction",
+    "svm_loss_autograd",
+    "svm_loss_multimargin",
+    "svm_margins",
+    "svm_coefficients",
+    "validate_hyperparameters",
+    "validate_svm_inputs",
     "multi_margin_loss",
     "MultiMarginLoss",
 ]
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_REDUCTIONS = ("none", "mean", "sum")
 
 
 # --------------------------------------------------------------------------- validation
 
-def _check_hyper(reg: float, delta: float, p: int, kink: float) -> Tuple[float, float, int, float]:
+def _check_p(p: object) -> int:
     if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
+    return int(p)
+
+
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
-        delta = float(delta)
-        reg = float(reg)
-        kink = float(kink)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"reg, delta and kink must be real numbers, got reg={reg!r}, "
-                        f"delta={delta!r}, kink={kink!r}") from exc
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r:.200}") from None
+
+
+def validate_hyperparameters(*, reg: float = 0.0, delta: float = 1.0, p: int = 1,
+                             kink: float = 0.0) -> Tuple[float, float, int, float]:
+    """Check the loss's hyperparameters; return them as ``(reg, delta, p, kink)`` floats / int.
+
+    ``reg`` finite and >= 0, ``delta`` finite and > 0, ``p`` 1 or 2, ``kink`` in [0, 1].
+    Raises ValueError (TypeError for a non-number) naming the argument and echoing the value.
+    """
+    reg, delta, kink = _real("reg", reg), _real("delta", delta), _real("kink", kink)
+    p = _check_p(p)
     if not (math.isfinite(delta) and delta > 0):
         raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
     if not (math.isfinite(reg) and reg >= 0):
@@ -107,7 +129,12 @@ def _check_labels(y: Tensor, n: int, num_classes: int, name: str = "y") -> Tenso
     return y.long()
 
 
-def _check_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
+def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
+    """Check ``W: (D, C)``, ``X: (N, D)`` (same floating dtype and device) and ``y: (N,)``
+    integer labels in ``[0, C)`` (any integer dtype); return y as int64.
+
+    Raises TypeError / ValueError naming the argument and echoing the bad shape, dtype or value.
+    """
     for name, t in (("W", W), ("X", X)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -123,7 +150,7 @@ def _check_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
     if W.shape[0] != d:
         raise ValueError(f"W must have shape (D, C) with D = X.shape[1] = {d}, got W {tuple(W.shape)}")
     if n == 0:
-        raise ValueError("X must hold at least one example, got shape " f"{tuple(X.shape)}")
+        raise ValueError(f"X must hold at least one example, got shape {tuple(X.shape)}")
     if W.shape[1] < 2:
         raise ValueError(f"W must have at least 2 classes (columns), got shape {tuple(W.shape)}")
     y = _check_labels(y, n, W.shape[1])
@@ -132,52 +159,58 @@ def _check_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
     return y
 
 
-# --------------------------------------------------------------------------- the SVM loss
+# --------------------------------------------------------------------------- margins and B
 
-def svm_loss(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
-             delta: float = 1.0, p: int = 1) -> Tensor:
-    """The loss from plain differentiable torch ops: the autograd reference.
-
-    Args:
-        W: (D, C) weights.  X: (N, D) examples.  y: (N,) integer labels in [0, C).
-        reg: L2 strength lambda >= 0 (the term is ``reg * sum(W * W)``).
-        delta: the margin, > 0.  p: 1 (hinge) or 2 (squared hinge).
-
-    Returns:
-        A 0-d tensor on W's device and dtype. ``torch.autograd`` takes 0 at a kink (``relu``).
-    """
-    reg, delta, p, _ = _check_hyper(reg, delta, p, 0.0)
-    y = _check_svm_inputs(W, X, y)
+def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
     idx = y.unsqueeze(1)                                        # (N, 1)
-    scores = X @ W                                              # (N, C)
-    hinge = torch.relu(scores - scores.gather(1, idx) + delta)  # (N, C)
-    hinge = hinge.scatter(1, idx, 0.0)                          # j = y_i is not a term
+    scores = X @ W.T.contiguous().T                             # (N, C); W laid out as (C, D)
+    margins = scores - scores.gather(1, idx) + delta            # (N, C)
+    return margins.scatter_(1, idx, float("-inf"))              # j = y_i is not a term
+
+
+def svm_margins(W: Tensor, X: Tensor, y: Tensor, *, delta: float = 1.0) -> Tensor:
+    """The margins :math:`m_{ij} = S_{ij} - S_{iy_i} + \\Delta`, ``(N, C)``, ``-inf`` at ``j = y_i``.
+
+    Exactly the tensor the hand-written gradient masks (same ops, dtype and layout), so a
+    margin that is 0 here is at the kink in :func:`svm_loss`; ``-inf`` marks the ``j = y_i``
+    entries, which are not hinge terms (``m > 0`` and ``max(0, m)`` are 0 there).
+    """
+    _, delta, _, _ = validate_hyperparameters(delta=delta)
+    y = validate_svm_inputs(W, X, y)
+    with torch.no_grad():
+        return _margins(W.detach(), X.detach(), y, delta)
+
+
+def _hinge(m: Tensor, p: int, kink: float = 0.0) -> Tuple[Tensor, Tensor]:
+    """Per-term losses ``max(0, m)^p`` and slopes ``g(m)`` (``kink`` at ``m == 0``, p = 1)."""
+    hinge = m.clamp_min(0)
     if p == 2:
-        hinge = hinge * hinge
-    return hinge.sum() / X.shape[0] + reg * (W * W).sum()
+        return hinge * hinge, 2 * hinge                         # g(m) = 2 max(0, m)
+    slopes = (m > 0).to(m.dtype)                                # g(m) = 1[m > 0]
+    if kink:
+        slopes += kink * (m == 0)                               # value taken at the kink
+    return hinge, slopes
+
+
+def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
+    """The matrix ``B`` from per-term slopes: ``B_ij = P_ij`` for ``j != y_i`` and
+    ``B_{i y_i} = -sum_{j != y_i} P_ij`` (``P: (N, C)``, 0 at ``j = y_i``).
+
+    ``X^T B`` is then the gradient with respect to W of ``sum_ij P_ij m_ij`` (divide by N
+    for the loss's average). Also used by :mod:`verification` to build the gradient of any
+    pattern of terms.
+    """
+    idx = y.unsqueeze(1)
+    return slopes.scatter(1, idx, -slopes.sum(dim=1, keepdim=True))
 
 
 def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
                  kink: float) -> Tuple[Tensor, Tensor]:
     """Loss and the coefficient matrix B = dL/dS (N, C), from one pass over the margins."""
     n = X.shape[0]
-    idx = y.unsqueeze(1)                                        # (N, 1)
-    scores = X @ W.T.contiguous().T                             # (N, C); W laid out as (C, D)
-    margins = scores - scores.gather(1, idx) + delta            # (N, C); = delta > 0 at j = y_i
-    if p == 1:
-        coef = (margins > 0).to(margins.dtype)                  # g(m) = 1[m > 0]
-        if kink:
-            coef += kink * (margins == 0)                       # value taken at the kink
-        hinge = margins.clamp_min_(0)
-    else:
-        hinge = margins.clamp_min_(0)
-        coef = 2 * hinge                                        # g(m) = 2 max(0, m)
-        hinge = hinge * hinge
-    hinge.scatter_(1, idx, 0.0)                                 # drop the j = y_i "term"
-    coef.scatter_(1, idx, 0.0)
-    coef.scatter_(1, idx, -coef.sum(dim=1, keepdim=True))       # B_{i,y_i} = -sum_j B_ij
-    coef /= n
-    loss = hinge.sum() / n + reg * (W * W).sum()
+    terms, slopes = _hinge(_margins(W, X, y, delta), p, kink)    # (N, C), 0 at j = y_i
+    coef = svm_coefficients(slopes, y).div_(n)
+    loss = terms.sum() / n + reg * (W * W).sum()
     return loss, coef
 
 
@@ -189,30 +222,11 @@ def _svm_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float) -> Tensor:
     return dW
 
 
-def svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
-                      delta: float = 1.0, p: int = 1, kink: float = 0.0) -> Tuple[Tensor, Tensor]:
-    """Loss and the hand-written vectorised gradient dL/dW; builds no autograd graph.
+# --------------------------------------------------------------------------- the SVM loss
 
-    Args: as :func:`svm_loss`, plus ``kink`` in [0, 1], the derivative taken for a hinge
-    term whose margin is exactly 0 (``p = 1`` only; default 0).
-
-    Returns:
-        ``(loss, dW)``: a 0-d tensor and a (D, C) tensor on W's device and dtype.
-    """
-    reg, delta, p, kink = _check_hyper(reg, delta, p, kink)
-    y = _check_svm_inputs(W, X, y)
-    with torch.no_grad():
-        loss, coef = _svm_forward(W, X, y, reg, delta, p, kink)
-        return loss, _svm_grad_W(W, X, coef, reg)
-
-
-class SVMLossFunction(torch.autograd.Function):
-    """``autograd.Function`` for the SVM loss whose backward is the hand-written gradient.
-
-    ``SVMLossFunction.apply(W, X, y, reg, delta, p, kink)``; inputs are not validated here,
-    use :func:`svm_loss_fn`. Gradients flow to W (``X^T B + 2 reg W``) and to X (``B W^T``);
-    first order only (``once_differentiable``).
-    """
+class _SVMLoss(torch.autograd.Function):
+    """The SVM loss whose backward is the hand-written gradient (inputs validated by
+    :func:`svm_loss`). Gradients flow to W (``X^T B + 2 reg W``) and to X (``B W^T``)."""
 
     @staticmethod
     def forward(ctx, W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
@@ -234,42 +248,93 @@ class SVMLossFunction(torch.autograd.Function):
         return dW, dX, None, None, None, None, None
 
 
-def svm_loss_fn(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
-                delta: float = 1.0, p: int = 1, kink: float = 0.0) -> Tensor:
+def svm_loss(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
+             delta: float = 1.0, p: int = 1, kink: float = 0.0) -> Tensor:
     """The SVM loss as a 0-d tensor whose ``backward()`` runs the hand-written gradient.
 
-    Same value as :func:`svm_loss`; arguments as :func:`svm_loss_and_grad`. This is what the
-    trainer uses with ``torch.optim.SGD``.
+    Args:
+        W: (D, C) weights.  X: (N, D) examples.  y: (N,) integer labels in [0, C).
+        reg: L2 strength lambda >= 0 (the term is ``reg * sum(W * W)``).
+        delta: the margin, > 0.  p: 1 (hinge) or 2 (squared hinge).
+        kink: in [0, 1], the derivative taken for a hinge term whose margin is exactly 0
+            (``p = 1`` only; default 0).
+
+    Returns:
+        A 0-d tensor on W's device and dtype; gradients flow to W and X (first order only).
+
+    Example::
+
+        >>> W = torch.zeros(3, 2, requires_grad=True)
+        >>> loss = svm_loss(W, torch.ones(4, 3), torch.tensor([0, 1, 0, 1]), reg=0.1)
+        >>> loss.backward()  # W.grad is the hand-written X^T B + 2 reg W
     """
-    reg, delta, p, kink = _check_hyper(reg, delta, p, kink)
-    y = _check_svm_inputs(W, X, y)
-    return SVMLossFunction.apply(W, X, y, reg, delta, p, kink)
+    reg, delta, p, kink = validate_hyperparameters(reg=reg, delta=delta, p=p, kink=kink)
+    y = validate_svm_inputs(W, X, y)
+    return _SVMLoss.apply(W, X, y, reg, delta, p, kink)
+
+
+def svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
+                      delta: float = 1.0, p: int = 1, kink: float = 0.0) -> Tuple[Tensor, Tensor]:
+    """Loss and the hand-written vectorised gradient dL/dW; builds no autograd graph.
+
+    Args: as :func:`svm_loss`.
+
+    Returns:
+        ``(loss, dW)``: a 0-d tensor and a (D, C) tensor on W's device and dtype.
+    """
+    reg, delta, p, kink = validate_hyperparameters(reg=reg, delta=delta, p=p, kink=kink)
+    y = validate_svm_inputs(W, X, y)
+    with torch.no_grad():
+        loss, coef = _svm_forward(W, X, y, reg, delta, p, kink)
+        return loss, _svm_grad_W(W, X, coef, reg)
+
+
+def svm_loss_autograd(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
+                      delta: float = 1.0, p: int = 1) -> Tensor:
+    """The loss from plain differentiable torch ops, for ``torch.autograd`` to differentiate.
+
+    The reference the hand-written gradient is checked against, so it is written apart from
+    :func:`svm_margins` (``X @ W``, ``relu``, ``scatter``). Arguments as :func:`svm_loss`;
+    autograd's ``relu`` takes 0 at a kink.
+    """
+    reg, delta, p, _ = validate_hyperparameters(reg=reg, delta=delta, p=p)
+    y = validate_svm_inputs(W, X, y)
+    idx = y.unsqueeze(1)                                        # (N, 1)
+    scores = X @ W                                              # (N, C)
+    hinge = torch.relu(scores - scores.gather(1, idx) + delta)  # (N, C)
+    hinge = hinge.scatter(1, idx, 0.0)                          # j = y_i is not a term
+    if p == 2:
+        hinge = hinge * hinge
+    return hinge.sum() / X.shape[0] + reg * (W * W).sum()
+
+
+def svm_loss_multimargin(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
+                         delta: float = 1.0, p: int = 1) -> Tensor:
+    """The loss through PyTorch's own kernel: ``C * F.multi_margin_loss(X @ W, y, p,
+    margin=delta) + reg * sum(W^2)`` (the kernel averages over the C classes, hence ``C``).
+
+    Differentiated by PyTorch's backward kernel; it takes 0 at a kink. PyTorch has no CPU
+    kernel for float16/bfloat16: those raise RuntimeError.
+    """
+    reg, delta, p, _ = validate_hyperparameters(reg=reg, delta=delta, p=p)
+    y = validate_svm_inputs(W, X, y)
+    hinge = F.multi_margin_loss(X @ W, y, p=p, margin=delta)    # mean_i (1/C) sum_j
+    return W.shape[1] * hinge + reg * (W * W).sum()
 
 
 # --------------------------------------------------------------------------- MultiMarginLoss
-
-_REDUCTIONS = ("none", "mean", "sum")
-
 
 def _mml_terms(x: Tensor, target: Tensor, p: int, margin: float,
                weight: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """Per-sample losses (N,) and dloss_i/dx_i (N, C) for a 2-D input."""
     c = x.shape[1]
     idx = target.unsqueeze(1)                                   # (N, 1)
-    z = x - x.gather(1, idx) + margin                           # (N, C)
-    pos = z > 0                                                 # PyTorch's kernel: z > 0
-    hinge = z.clamp_min(0)
-    if p == 1:
-        terms, coef = hinge, pos.to(x.dtype)
-    else:
-        terms, coef = hinge * hinge, 2 * hinge
+    z = (x - x.gather(1, idx) + margin).scatter_(1, idx, float("-inf"))  # (N, C); not a term at y
+    terms, slopes = _hinge(z, p)                                # PyTorch's kernel: z > 0
     if weight is not None:
         w = weight[target].unsqueeze(1)                         # (N, 1): weight[y_i]
-        terms, coef = terms * w, coef * w
-    terms = terms.scatter(1, idx, 0.0)
-    coef = coef.scatter(1, idx, 0.0)
-    coef = coef.scatter(1, idx, -coef.sum(dim=1, keepdim=True))
-    return terms.sum(dim=1) / c, coef / c
+        terms, slopes = terms * w, slopes * w
+    return terms.sum(dim=1) / c, svm_coefficients(slopes, target) / c
 
 
 class _MultiMarginLossFunction(torch.autograd.Function):
@@ -298,6 +363,12 @@ class _MultiMarginLossFunction(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
+def _check_reduction(reduction: object) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r:.200}")
+    return reduction
+
+
 def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1, margin: float = 1.0,
                       weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Drop-in for :func:`torch.nn.functional.multi_margin_loss` with a hand-written backward.
@@ -318,17 +389,12 @@ def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1, margin: float =
     uses C = ``input.shape[-1]`` as the divisor, as PyTorch does. Target range is checked
     for CPU tensors only (a device sync otherwise).
     """
-    if isinstance(p, bool) or p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p!r}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    p = _check_p(p)
+    _check_reduction(reduction)
     if not isinstance(input, Tensor) or not input.is_floating_point():
         raise TypeError(f"input must be a floating-point torch.Tensor, got "
                         f"{getattr(input, 'dtype', type(input).__name__)}")
-    try:
-        margin = float(margin)
-    except (TypeError, ValueError):
-        raise TypeError(f"margin must be a real number, got {margin!r}") from None
+    margin = _real("margin", margin)
     if not math.isfinite(margin):
         raise ValueError(f"margin must be finite, got {margin!r}")
     if input.dim() > 2:
@@ -366,13 +432,9 @@ class MultiMarginLoss(nn.Module):
     def __init__(self, p: int = 1, margin: float = 1.0, weight: Optional[Tensor] = None,
                  reduction: str = "mean") -> None:
         super().__init__()
-        if isinstance(p, bool) or p not in (1, 2):
-            raise ValueError(f"p must be 1 or 2, got {p!r}")
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self.p = p
-        self.margin = float(margin)
-        self.reduction = reduction
+        self.p = _check_p(p)
+        self.margin = _real("margin", margin)
+        self.reduction = _check_reduction(reduction)
         self.register_buffer("weight", weight)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:

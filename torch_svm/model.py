@@ -14,34 +14,43 @@ Its :meth:`LinearSVM.loss` is the CS231n multiclass SVM loss
 
 differentiated in one of three ways (``grad``), all with the same value:
 
-* ``"hand"`` (default): :func:`torch_svm.losses.svm_loss_fn`, whose backward is the
+* ``"hand"`` (default): :func:`torch_svm.losses.svm_loss`, whose backward is the
   hand-written gradient;
-* ``"autograd"``: :func:`torch_svm.losses.svm_loss`, plain torch ops that autograd differentiates;
-* ``"mml"``: ``C * torch.nn.functional.multi_margin_loss(S, y, p, margin=delta) + reg * sum(W^2)``
-  (PyTorch's kernel averages over the C classes, hence the factor C).
+* ``"autograd"``: :func:`torch_svm.losses.svm_loss_autograd`, plain torch ops that autograd differentiates;
+* ``"mml"``: :func:`torch_svm.losses.svm_loss_multimargin`, through PyTorch's own
+  ``multi_margin_loss`` kernel.
 
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are a plain dict of tensors and
 plain Python values, read back with ``torch.load(..., weights_only=True)``: a file cannot run
 code when loaded, and a file that is not such a dict is refused with :class:`CheckpointError`.
+:func:`checkpoint_metadata` is what a run records about its data (so the inputs can be rebuilt)
+and :func:`evaluate_checkpoint` rebuilds them and measures accuracy on a split.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_svm.losses import svm_loss, svm_loss_fn
+from torch_svm.data import DataConfig, Dataset, load_dataset
 from torch_svm.errors import CheckpointError
-from torch_svm.utils import atomic_write_bytes
+from torch_svm.losses import svm_loss, svm_loss_autograd, svm_loss_multimargin
+from torch_svm.utils import atomic_write_bytes, clip, resolve_device
 
-__all__ = ["LinearSVM", "GRADS", "CheckpointError", "save_checkpoint", "load_checkpoint"]
+__all__ = ["LinearSVM", "GRADS", "CheckpointError", "save_checkpoint", "load_checkpoint",
+           "checkpoint_metadata", "checkpoint_inputs", "evaluate_checkpoint", "Evaluation",
+           "SPLITS"]
 
-#: Values accepted for ``grad`` in :meth:`LinearSVM.loss`.
-GRADS = ("hand", "autograd", "mml")
+#: Values accepted for ``grad`` in :meth:`LinearSVM.loss`: how ``backward()`` differentiates.
+GRADS = {"hand": svm_loss, "autograd": svm_loss_autograd, "mml": svm_loss_multimargin}
+#: Splits :func:`evaluate_checkpoint` can measure.
+SPLITS = ("train", "val", "test")
 
 _FORMAT = "torch-svm/linear-svm/1"  # bumped when the checkpoint layout changes
 
@@ -102,22 +111,31 @@ class LinearSVM(nn.Module):
         other two take 0 there, so any other value is a ValueError for them.
         """
         if grad == "hand":
-            return svm_loss_fn(self.W, X, y, reg, delta=delta, p=p, kink=kink)
+            return svm_loss(self.W, X, y, reg, delta=delta, p=p, kink=kink)
         if grad not in GRADS:
-            raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
+            raise ValueError(f"grad must be one of {tuple(GRADS)}, got {grad!r:.200}")
         if kink != 0:
             raise ValueError(f"kink must be 0 with grad={grad!r} (only grad='hand' takes another "
                              f"value at the hinge's kink), got {kink!r}")
-        if grad == "autograd":
-            return svm_loss(self.W, X, y, reg, delta=delta, p=p)
-        if p not in (1, 2) or isinstance(p, bool):
-            raise ValueError(f"p must be 1 or 2, got {p!r}")
-        scores = self(X)                                          # (N, C)
-        hinge = F.multi_margin_loss(scores, y, p=p, margin=delta)  # mean_i (1/C) sum_j
-        return self.num_classes * hinge + reg * (self.W * self.W).sum()
+        return GRADS[grad](self.W, X, y, reg, delta=delta, p=p)
 
 
 # --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_metadata(data: Dataset, train_config: Optional[Dict[str, Any]] = None
+                        ) -> Dict[str, Any]:
+    """What a run records about its data so that :func:`evaluate_checkpoint` can rebuild the
+    inputs: plain values and one tensor (the train mean image), all weights_only-loadable."""
+    return {
+        "dataset": data.name,
+        "data_config": dataclasses.asdict(data.config),
+        "train_config": dict(train_config or {}),
+        "class_names": list(data.class_names),
+        "image_shape": list(data.image_shape),
+        "mean_image": data.mean_image.detach().cpu().clone(),
+        "bias": bool(data.bias),
+    }
 
 
 def save_checkpoint(path: Union[str, Path], model: LinearSVM,
@@ -125,8 +143,7 @@ def save_checkpoint(path: Union[str, Path], model: LinearSVM,
     """Write ``{"format", "state_dict", "metadata"}`` to ``path`` atomically with ``torch.save``.
 
     ``metadata`` must hold only what ``weights_only`` loading accepts: dicts, lists, tuples,
-    str, int, float, bool, None and tensors (e.g. the train config, class names, image shape,
-    the mean image as a tensor, the bias flag).
+    str, int, float, bool, None and tensors (see :func:`checkpoint_metadata`).
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
@@ -134,37 +151,136 @@ def save_checkpoint(path: Union[str, Path], model: LinearSVM,
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def _refusal(exc: BaseException) -> str:
+    """Why weights_only loading refused a file, in a few words (never torch's advice to
+    load it with weights_only=False: that would run whatever the file holds)."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it asks for the Python object {clip(found.group(1), 100)} (a pickle, not a checkpoint)"
+    first = re.split(r"(?<=[.:;])\s", text, maxsplit=1)[0] if text else ""
+    if "weights_only" in first or not first:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {clip(first, 150)}"
+
+
 def load_checkpoint(path: Union[str, Path], *, device: Union[str, torch.device] = "cpu"
                     ) -> Tuple[LinearSVM, Dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
 
     Returns ``(model, metadata)`` with the model on ``device``, in the saved dtype.
-    Raises FileNotFoundError when ``path`` is missing, and CheckpointError (a ValueError) when the
-    file is corrupt, carries anything but tensors and plain values (nothing in it is run), or
-    is not a LinearSVM checkpoint.
+    Raises FileNotFoundError when ``path`` is missing or not a regular file, and
+    CheckpointError (a ValueError) when the file is corrupt, carries anything but tensors and
+    plain values (nothing in it is run), is not a LinearSVM checkpoint, or its W is not finite.
     """
     path = Path(path)
+    shown = clip(str(path), 200)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
+        raise FileNotFoundError(f"checkpoint {shown!r} does not exist or is not a regular file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # untrusted input: any failure means a bad file
-        first = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"checkpoint {str(path)!r} was refused by weights_only loading "
-                              f"(corrupt, or not a torch-svm checkpoint): "
-                              f"{type(exc).__name__}: {first}") from exc
+        raise CheckpointError(f"checkpoint {shown!r} was refused by weights_only loading "
+                              f"(corrupt, or not a torch-svm checkpoint; nothing in it was run): "
+                              f"{_refusal(exc)}") from None
     if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a torch-svm LinearSVM checkpoint "
-                              f"(expected format {_FORMAT!r}, got {got!r})")
+        raise CheckpointError(f"checkpoint {shown!r} is not a torch-svm LinearSVM checkpoint "
+                              f"(expected format {_FORMAT!r}, got {clip(repr(got), 100)})")
     state, metadata = obj.get("state_dict"), obj.get("metadata")
     W = state.get("W") if isinstance(state, dict) else None
     if not (isinstance(W, Tensor) and W.dim() == 2 and W.is_floating_point() and W.shape[1] >= 2
             and W.shape[0] >= 1 and isinstance(metadata, dict)):
         shape = tuple(W.shape) if isinstance(W, Tensor) else type(W).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} must hold a floating W of shape (D, C) "
-                              f"with C >= 2 and a metadata dict, got W {shape}")
+        raise CheckpointError(f"checkpoint {shown!r} must hold a floating W of shape (D, C) "
+                              f"with C >= 2 and a metadata dict, got W {clip(str(shape), 100)}")
+    if not bool(torch.isfinite(W).all()):
+        raise CheckpointError(f"checkpoint {shown!r}: tensor W holds NaN or inf "
+                              f"({int((~torch.isfinite(W)).sum())} of {W.numel()} entries)")
     model = LinearSVM(W.shape[0], W.shape[1], dtype=W.dtype, device=device)
     with torch.no_grad():
         model.W.copy_(W)
     return model, metadata
+
+
+def checkpoint_inputs(model: LinearSVM, metadata: Dict[str, Any], data: Dataset,
+                      split: str = "test") -> Tuple[Tensor, Tensor]:
+    """``(X, y)`` of ``data``'s split as the checkpoint's model expects them: re-centred on
+    the checkpoint's own mean image, in the model's dtype and on its device.
+
+    Raises CheckpointError when the metadata do not describe inputs of this data set (image
+    shape, bias, class names, a finite mean image of the right size) or W does not fit them.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r:.100}")
+    shape = metadata.get("image_shape")
+    names = metadata.get("class_names")
+    mean = metadata.get("mean_image")
+    bias = metadata.get("bias")
+    shape = tuple(shape) if isinstance(shape, (list, tuple)) else shape
+    names = tuple(names) if isinstance(names, (list, tuple)) else names
+    if shape != tuple(data.image_shape) or bias != data.bias or names != tuple(data.class_names):
+        raise CheckpointError(
+            f"checkpoint was trained on images {clip(str(shape), 60)}, bias={clip(str(bias), 20)}, "
+            f"classes {clip(str(names), 200)}, but data {data.name} has {tuple(data.image_shape)}, "
+            f"bias={data.bias}, classes {clip(str(list(data.class_names)), 200)}")
+    X = getattr(data, f"X_{split}")                            # (N, D + bias)
+    if (model.num_features, model.num_classes) != (X.shape[1], len(names)):
+        raise CheckpointError(f"checkpoint W has shape {tuple(model.W.shape)}, but the data need "
+                              f"({X.shape[1]}, {len(names)})")
+    if not (isinstance(mean, Tensor) and mean.shape == data.mean_image.shape):
+        got = tuple(mean.shape) if isinstance(mean, Tensor) else type(mean).__name__
+        raise CheckpointError(f"checkpoint mean_image must be a tensor of shape "
+                              f"{tuple(data.mean_image.shape)}, got {clip(str(got), 60)}")
+    if not bool(torch.isfinite(mean).all()):
+        raise CheckpointError("checkpoint tensor mean_image holds NaN or inf")
+    X = X.to(model.W.dtype, copy=True)                         # no float64 copy of the split
+    shift = data.mean_image.to(torch.float64) - mean.to(torch.float64)  # our mean -> theirs
+    X[:, :mean.shape[0]] += shift.to(X.dtype)
+    y = getattr(data, f"y_{split}")
+    return X.to(model.W.device), y.to(model.W.device)
+
+
+@dataclass
+class Evaluation:
+    """The accuracy of a checkpoint on one split."""
+
+    dataset: str                    # data set name
+    split: str                      # train | val | test
+    n: int                          # examples in the split
+    accuracy: float                 # fraction in [0, 1]
+
+
+def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
+                        dataset: Optional[str] = None, data_dir: Union[str, Path, None] = None,
+                        sizes: Optional[Dict[str, int]] = None, device: str = "cpu",
+                        download: bool = False) -> Evaluation:
+    """Load a checkpoint and measure its accuracy on a split of its data set.
+
+    Args:
+        path: ``model.pt`` from :func:`save_checkpoint` (with :func:`checkpoint_metadata`).
+        split: "train", "val" or "test".
+        dataset: the data set (default: the checkpoint's). data_dir, download: as
+            :func:`torch_svm.data.load_dataset`.
+        sizes: ``num_train`` / ``num_val`` / ``num_test`` overriding the checkpoint's own
+            split sizes (which are the default when ``dataset`` is the checkpoint's).
+        device: where to compute.
+    """
+    model, metadata = load_checkpoint(path, device=resolve_device(device))
+    name = dataset or metadata.get("dataset")
+    if not isinstance(name, str):
+        raise CheckpointError(f"checkpoint {clip(str(path), 200)!r} does not name its data set; "
+                              f"pass dataset (--data)")
+    saved = metadata.get("data_config") if isinstance(metadata.get("data_config"), dict) else {}
+    fields = {k: saved[k] for k in ("num_train", "num_val", "num_test", "dtype") if k in saved}
+    if name != metadata.get("dataset"):
+        fields = {}                 # the saved split sizes belong to another data set
+    fields.update({k: v for k, v in (sizes or {}).items() if v is not None})
+    try:
+        config = DataConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {clip(str(path), 200)!r} has a bad data_config: "
+                              f"{clip(str(exc), 200)}") from None
+    data = load_dataset(name, data_dir, config, download=download)
+    X, y = checkpoint_inputs(model, metadata, data, split)
+    return Evaluation(dataset=name, split=split, n=len(y), accuracy=model.accuracy(X, y))

@@ -1,10 +1,11 @@
-r"""Minibatch SGD for :class:`~torch_svm.model.LinearSVM`, and a search over its hyperparameters.
+r"""Minibatch SGD for :class:`~torch_svm.model.LinearSVM`.
 
 :func:`train` is the canonical PyTorch loop (``model.train()``, ``zero_grad``, loss,
 ``backward``, ``step``) with ``torch.optim.SGD``; ``backward`` runs the hand-written gradient
-unless ``grad`` says otherwise. :func:`tune` runs it over a grid or a random sample of learning
-rate x regularization (x iterations), picks the setting with the best validation accuracy and
-reports test accuracy for that one model only.
+unless ``grad`` says otherwise. The loop knows nothing of who watches it: ``callback`` is
+called with each minibatch before its step (minGPT's ``on_batch_end`` pattern), so a study or a
+benchmark observes the loop instead of copying it. :mod:`torch_svm.tune` searches its
+hyperparameters.
 
 Regularization stays in the loss as :math:`\lambda \sum W^2`, whose gradient is
 :math:`2 \lambda W`. That is exactly SGD's ``weight_decay = 2 * reg`` (which adds
@@ -22,24 +23,24 @@ synchronisation, so ``log_every`` trades those two.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from torch_svm.data import Dataset
-from torch_svm.model import GRADS, LinearSVM
+from torch_svm.errors import TorchSVMError
+from torch_svm.losses import validate_hyperparameters
+from torch_svm.model import GRADS, LinearSVM, checkpoint_metadata, save_checkpoint
+from torch_svm.utils import check_choice, check_int, check_real, resolve_device, set_seed
 from torch_svm.utils import progress as progress_bar
-from torch_svm.utils import resolve_device, set_seed
 
 __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "batch_indices",
-           "dataset_to", "DEFAULT_HYPERS", "SCHEDULES", "SAMPLINGS",
-           "TuneConfig", "TuneResult", "tune"]
+           "save_run", "DEFAULT_HYPERS", "SCHEDULES", "SAMPLINGS", "Callback"]
 
 #: Default (lr, reg) per data set, used where TrainConfig leaves them None.
 #: cifar10: the assignment's recipe. digits: pixels 0..16 (not 0..255) in 65 columns give
@@ -76,6 +77,26 @@ class TrainConfig:
     device: str = "auto"            # cpu | cuda | cuda:N | auto
     log_every: int = 10             # iterations between reading the loss back (a sync) and checking it
 
+    def __post_init__(self) -> None:
+        for name in ("lr", "reg"):
+            if getattr(self, name) is not None:
+                check_real(name, getattr(self, name), min=0, min_open=name == "lr")
+        validate_hyperparameters(reg=self.reg or 0.0, delta=self.delta, p=self.p, kink=self.kink)
+        check_real("momentum", self.momentum, min=0, max=1, max_open=True)
+        check_real("lr_gamma", self.lr_gamma, min=0, max=1, min_open=True)
+        check_real("init_scale", self.init_scale, min=0)
+        for name in ("iters", "batch_size", "lr_step", "log_every"):
+            check_int(name, getattr(self, name), min=1)
+        check_int("seed", self.seed, min=0, max=2**63 - 1)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("sampling", self.sampling, SAMPLINGS)
+        check_choice("grad", self.grad, GRADS)
+        if self.kink != 0 and self.grad != "hand":
+            raise ValueError(f"kink must be 0 with grad={self.grad!r} (only grad='hand' takes "
+                             f"another value at the hinge's kink), got {self.kink!r}")
+        if not isinstance(self.device, (str, torch.device)):
+            raise ValueError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r:.100}")
+
 
 @dataclass
 class TrainResult:
@@ -89,7 +110,7 @@ class TrainResult:
     seconds: float                  # the loop only (data transfer and accuracies excluded)
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(TorchSVMError, RuntimeError):
     """The loss became inf or NaN; ``iteration`` (1-based) is the first step where it was seen."""
 
     def __init__(self, message: str, iteration: int, lr: float, reg: float) -> None:
@@ -97,46 +118,16 @@ class DivergenceError(RuntimeError):
         self.iteration, self.lr, self.reg = iteration, lr, reg
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def _resolve(config: TrainConfig, dataset: str) -> TrainConfig:
-    """Fill lr / reg from DEFAULT_HYPERS and check every field, naming the bad one."""
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    lr, reg = DEFAULT_HYPERS.get(dataset, DEFAULT_HYPERS["cifar10"])
-    config = dataclasses.replace(config, lr=lr if config.lr is None else config.lr,
-                                 reg=reg if config.reg is None else config.reg)
-    for name in ("lr", "reg", "momentum", "lr_gamma", "init_scale"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if config.lr <= 0:
-        raise ValueError(f"lr must be > 0, got {config.lr!r}")
-    if config.reg < 0:
-        raise ValueError(f"reg must be >= 0, got {config.reg!r}")
-    if not 0 <= config.momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {config.momentum!r}")
-    if not 0 < config.lr_gamma <= 1:
-        raise ValueError(f"lr_gamma must be in (0, 1], got {config.lr_gamma!r}")
-    for name in ("iters", "batch_size", "lr_step", "log_every"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for name, allowed in (("schedule", SCHEDULES), ("sampling", SAMPLINGS), ("grad", GRADS)):
-        if getattr(config, name) not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {getattr(config, name)!r}")
-    return config
-
-
 # --------------------------------------------------------------------------- pieces
 
 
-def dataset_to(data: Dataset, device: torch.device) -> Dataset:
-    """The data set with every split on ``device`` (no copy for splits already there)."""
-    moved = {f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(data)
-             if f.name.startswith(("X_", "y_"))}
-    return dataclasses.replace(data, **moved)
+def _resolve(config: TrainConfig, dataset: str) -> TrainConfig:
+    """Fill lr / reg from DEFAULT_HYPERS for the data set (CIFAR-10's for any other)."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    lr, reg = DEFAULT_HYPERS.get(dataset, DEFAULT_HYPERS["cifar10"])
+    return dataclasses.replace(config, lr=lr if config.lr is None else config.lr,
+                               reg=reg if config.reg is None else config.reg)
 
 
 def batch_indices(n: int, batch_size: int, iters: int, *, sampling: str = "replacement",
@@ -192,8 +183,13 @@ def _check_finite(losses: Tensor, start: int, config: TrainConfig) -> List[float
 # --------------------------------------------------------------------------- train
 
 
+#: ``callback(iteration, model, X_batch, y_batch)``, called with each minibatch before its step.
+Callback = Callable[[int, LinearSVM, Tensor, Tensor], None]
+
+
 def train(data: Dataset, config: Optional[TrainConfig] = None, *,
-          model: Optional[LinearSVM] = None, progress: bool = False) -> TrainResult:
+          model: Optional[LinearSVM] = None, progress: bool = False,
+          callback: Optional[Callback] = None) -> TrainResult:
     """Train a LinearSVM on ``data.X_train`` with minibatch SGD; report train and val accuracy.
 
     Args:
@@ -202,6 +198,9 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
         model: continue from this model (moved to the device); default a fresh
             ``LinearSVM`` initialised from ``config.seed``.
         progress: show a progress bar with the running loss on stderr.
+        callback: called as ``callback(it, model, X_batch, y_batch)`` (``it`` from 0) before
+            each step, e.g. to count the minibatch's exact ties; it must not change its
+            arguments.
 
     The same seed gives the same W on the CPU (run to run); on CUDA, minibatch draws come
     from a CUDA generator, so the trajectory differs from the CPU's but not its quality.
@@ -213,7 +212,7 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
     """
     config = _resolve(config or TrainConfig(), data.name)
     device = resolve_device(config.device)
-    data = dataset_to(data, device)
+    data = data.to(device)
     X, y = data.X_train, data.y_train                           # (N, D), (N,)
     set_seed(config.seed)
     if model is None:
@@ -232,8 +231,11 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
                             sampling=config.sampling, generator=generator, device=device)
     with progress_bar(total=config.iters, desc="train", enabled=progress) as bar:
         for it, idx in enumerate(batches):
+            Xb, yb = X[idx], y[idx]                             # (B, D), (B,)
+            if callback is not None:
+                callback(it, model, Xb, yb)
             optimizer.zero_grad()
-            loss = model.loss(X[idx], y[idx], config.reg, grad=config.grad, delta=config.delta,
+            loss = model.loss(Xb, yb, config.reg, grad=config.grad, delta=config.delta,
                               p=config.p, kink=config.kink)
             loss.backward()
             optimizer.step()
@@ -254,89 +256,22 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
                        val_accuracy=model.accuracy(data.X_val, data.y_val), seconds=seconds)
 
 
-# --------------------------------------------------------------------------- tune
+def save_run(out: Union[str, Path], data: Dataset, result: TrainResult,
+             metrics: Dict[str, Any]) -> List[Path]:
+    """Write a run into the folder ``out``: ``model.pt`` (:func:`torch_svm.model.save_checkpoint`
+    with :func:`torch_svm.model.checkpoint_metadata`), ``metrics.json`` (``metrics`` plus the
+    loss history), ``loss.png`` and ``weights.png``, each atomically. Returns the paths."""
+    from torch_svm.plots import plot_loss, plot_weights
+    from torch_svm.utils import atomic_write_json
 
-
-@dataclass
-class TuneConfig:
-    """A search over lr x reg x iters; every other hyperparameter comes from ``base``."""
-
-    lrs: Sequence[float] = (1e-7, 5e-7)              # grid values, or (random) the log range min..max
-    regs: Sequence[float] = (1e3, 5e3, 2.5e4)        # grid values, or (random) the log range min..max
-    iters: Sequence[int] = (1500,)                   # grid values, or (random) choices
-    random: int = 0                                  # 0: full grid; K > 0: K log-uniform random draws
-    base: TrainConfig = field(default_factory=TrainConfig)  # everything else (seed, device, ...)
-
-
-@dataclass
-class TuneResult:
-    """The table (one row per setting, in the order tried) and the best setting's model."""
-
-    table: List[Dict[str, Any]]     # lr, reg, iters, train_accuracy, val_accuracy, seconds, diverged
-    best: Dict[str, Any]            # the row with the highest val_accuracy (first on ties)
-    best_result: TrainResult        # the best setting's run, model included
-    test_accuracy: float            # the best model on the test split, measured once
-    seconds: float                  # the whole search
-
-
-def _settings(config: TuneConfig) -> List[Tuple[float, float, int]]:
-    """(lr, reg, iters) to try: the grid, or ``random`` draws log-uniform in each range."""
-    lrs, regs, iters = list(config.lrs), list(config.regs), list(config.iters)
-    for name, values in (("lrs", lrs), ("regs", regs), ("iters", iters)):
-        if not values:
-            raise ValueError(f"{name} must hold at least one value, got {values!r}")
-    if min(lrs) <= 0:
-        raise ValueError(f"lrs must all be > 0, got {lrs!r}")
-    if min(regs) < 0:
-        raise ValueError(f"regs must all be >= 0, got {regs!r}")
-    if isinstance(config.random, bool) or not isinstance(config.random, int) or config.random < 0:
-        raise ValueError(f"random must be an integer >= 0, got {config.random!r}")
-    if config.random == 0:
-        return list(itertools.product(lrs, regs, iters))
-    rng = np.random.default_rng(config.base.seed)
-
-    def log_uniform(values: List[float]) -> float:
-        lo, hi = min(values), max(values)
-        if lo == 0:  # reg = 0 cannot be log-spaced: draw from (hi * 1e-3, hi) instead
-            lo = hi * 1e-3 if hi > 0 else 0.0
-        return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if lo > 0 else 0.0
-
-    return [(log_uniform(lrs), log_uniform(regs), int(rng.choice(iters)))
-            for _ in range(config.random)]
-
-
-def tune(data: Dataset, config: Optional[TuneConfig] = None, *,
-         progress: bool = False) -> TuneResult:
-    """Train once per setting, pick the best validation accuracy, test that model once.
-
-    A diverged setting is a row with ``diverged=True`` (and its message in ``error``), not an
-    exception; if every setting diverges, the DivergenceError of the last one is raised.
-    Every setting uses ``config.base.seed``, so rows differ only by their hyperparameters.
-    """
-    config = config or TuneConfig()
-    settings = _settings(config)
-    data = dataset_to(data, resolve_device(config.base.device))  # once for the whole search
-    table: List[Dict[str, Any]] = []
-    best_row, best_result, last_error = None, None, None
-    start = time.perf_counter()
-    for lr, reg, iters in progress_bar(settings, desc="tune", enabled=progress):
-        run_config = dataclasses.replace(config.base, lr=lr, reg=reg, iters=iters)
-        row: Dict[str, Any] = {"lr": lr, "reg": reg, "iters": iters}
-        try:
-            result = train(data, run_config)
-        except DivergenceError as exc:
-            last_error = exc
-            row.update(train_accuracy=None, val_accuracy=None, final_loss=None, seconds=None,
-                       diverged=True, error=str(exc))
-            table.append(row)
-            continue
-        row.update(train_accuracy=result.train_accuracy, val_accuracy=result.val_accuracy,
-                   final_loss=result.loss_history[-1], seconds=result.seconds, diverged=False)
-        table.append(row)
-        if best_row is None or result.val_accuracy > best_row["val_accuracy"]:
-            best_row, best_result = row, result
-    if best_result is None:
-        raise last_error
-    test_accuracy = best_result.model.accuracy(data.X_test, data.y_test)
-    return TuneResult(table=table, best=best_row, best_result=best_result,
-                      test_accuracy=test_accuracy, seconds=time.perf_counter() - start)
+    folder = Path(out)
+    c = result.config
+    return [
+        save_checkpoint(folder / "model.pt", result.model,
+                        checkpoint_metadata(data, dataclasses.asdict(c))),
+        atomic_write_json(folder / "metrics.json", {**metrics, "loss_history": result.loss_history}),
+        plot_loss(result.loss_history, folder / "loss.png",
+                  title=f"{data.name}: lr={c.lr:g}, reg={c.reg:g}, batch {c.batch_size}"),
+        plot_weights(result.model.W, data.image_shape, data.class_names, folder / "weights.png",
+                     bias=data.bias),
+    ]

@@ -1,4 +1,5 @@
-"""Small shared helpers: seeding, device and dtype resolution, progress bars, atomic writes."""
+"""Small shared helpers: seeding, device and dtype resolution, argument checks, progress bars,
+atomic writes."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 __all__ = ["set_seed", "resolve_device", "resolve_dtype", "progress", "atomic_write_bytes",
-           "atomic_write_text", "atomic_write_json", "jsonable", "DTYPES"]
+           "atomic_write_text", "atomic_write_json", "jsonable", "DTYPES", "clip", "check_int",
+           "check_real", "check_choice", "check_memory"]
 
 #: Names accepted wherever a dtype is given as a string (CLI flags, configs).
 DTYPES = {
@@ -23,6 +25,70 @@ DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
 }
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters (with "...") so an echoed value never floods a message."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_int(name: str, value: Any, *, min: Optional[int] = None,
+              max: Optional[int] = None) -> int:
+    """``value`` as an int in ``[min, max]``; ValueError naming ``name`` and echoing the value.
+
+    bool is refused; numpy integers are accepted.
+    """
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        value = int(value)
+        ok = (min is None or value >= min) and (max is None or value <= max)
+    if not ok:
+        bounds = " and ".join(b for b in (f">= {min}" if min is not None else "",
+                                          f"<= {max}" if max is not None else "") if b)
+        raise ValueError(f"{name} must be an integer{' ' + bounds if bounds else ''}, "
+                         f"got {clip(repr(value), 100)}")
+    return value
+
+
+def check_real(name: str, value: Any, *, min: Optional[float] = None,
+               max: Optional[float] = None, min_open: bool = False,
+               max_open: bool = False) -> float:
+    """``value`` as a finite float in the range (``min_open``/``max_open`` exclude the ends);
+    ValueError naming ``name`` and echoing the value. bool is refused."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        value = float(value)
+        ok = (math.isfinite(value)
+              and (min is None or (value > min if min_open else value >= min))
+              and (max is None or (value < max if max_open else value <= max)))
+    if not ok:
+        bounds = " and ".join(b for b in (
+            f"{'>' if min_open else '>='} {min:g}" if min is not None else "",
+            f"{'<' if max_open else '<='} {max:g}" if max is not None else "") if b)
+        raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}, "
+                         f"got {clip(repr(value), 100)}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
+    choices = tuple(choices)
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {clip(repr(value), 100)}")
+    return value
+
+
+def check_memory(what: str, nbytes: int) -> None:
+    """ValueError naming ``what`` when ``nbytes`` exceed half of this machine's memory, before
+    anything that large is allocated."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: no cheap way to know
+        return
+    if nbytes > total // 2:
+        raise ValueError(f"{what} would need about {nbytes / 2**30:.3g} GiB, more than half of "
+                         f"this machine's {total / 2**30:.3g} GiB; use smaller sizes")
 
 
 def set_seed(seed: int) -> None:
@@ -43,14 +109,18 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {clip(repr(device), 100)}") from exc
+    if dev.type == "cpu":
+        if dev.index not in (None, 0):
+            raise ValueError(f"device {device!r} does not exist: there is one CPU device, 'cpu'")
+        return torch.device("cpu")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
     elif dev.type != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {clip(repr(device), 100)}")
     return dev
 
 
@@ -61,7 +131,7 @@ def resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
             return dtype
     elif dtype in DTYPES:
         return DTYPES[dtype]
-    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {clip(repr(dtype), 100)}")
 
 
 def progress(iterable: Optional[Iterable] = None, *, total: Optional[int] = None,

@@ -6,8 +6,8 @@ Methods (each gives a loss and dW for the same ``(W, X, y, reg)``):
 name            what                                                                dtype
 ==============  ==================================================================  =========
 hand            :func:`torch_svm.svm_loss_and_grad` (hand-written gradient)          input
-function        :func:`torch_svm.svm_loss_fn` + ``backward()`` (autograd.Function)   input
-autograd        ``torch.autograd`` on :func:`torch_svm.svm_loss`                     input
+function        :func:`torch_svm.svm_loss` + ``backward()`` (autograd.Function)   input
+autograd        ``torch.autograd`` on :func:`torch_svm.svm_loss_autograd`                     input
 mml             ``C * F.multi_margin_loss`` + reg, PyTorch's own backward kernel     input
 naive           :func:`verification.reference.svm_loss_naive` (numpy loops)          float64
 vectorized      :func:`verification.reference.svm_loss_vectorized` (numpy)          float64
@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_svm import svm_loss_and_grad, svm_loss_fn
+from torch_svm import svm_loss, svm_loss_and_grad
 from verification.numeric import classify_svm_gradient, svm_finite_differences
 from verification.reference import (autograd_reference, mml_reference, svm_loss_naive,
                                     svm_loss_vectorized)
@@ -123,25 +123,25 @@ def _to_numpy(t) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-def _function_method(W, X, y, reg, delta, p):
+def _function_method(W, X, y, reg, *, delta, p):
     Wr = W.detach().clone().requires_grad_(True)
-    loss = svm_loss_fn(Wr, X, y, reg, delta=delta, p=p)
+    loss = svm_loss(Wr, X, y, reg, delta=delta, p=p)
     loss.backward()
     return loss.detach(), Wr.grad
 
 
 def _numpy_method(fn):
-    def run(W, X, y, reg, delta, p):
-        return fn(_to_numpy(W), _to_numpy(X), y.cpu().numpy(), reg, delta, p=p)
+    def run(W, X, y, reg, *, delta, p):
+        return fn(_to_numpy(W), _to_numpy(X), y.cpu().numpy(), reg, delta=delta, p=p)
     return run
 
 
-#: name -> fn(W, X, y, reg, delta, p) -> (loss, dW), and whether it computes in float64 always.
+#: name -> (fn(W, X, y, reg, *, delta, p) -> (loss, dW), whether it computes in float64 always).
 ANALYTIC_METHODS: Dict[str, Tuple[Callable, bool]] = {
-    "hand": (lambda W, X, y, reg, delta, p: svm_loss_and_grad(W, X, y, reg, delta=delta, p=p), False),
+    "hand": (svm_loss_and_grad, False),
     "function": (_function_method, False),
-    "autograd": (lambda W, X, y, reg, delta, p: autograd_reference(W, X, y, reg, delta, p=p), False),
-    "mml": (lambda W, X, y, reg, delta, p: mml_reference(W, X, y, reg, delta, p=p), False),
+    "autograd": (autograd_reference, False),
+    "mml": (mml_reference, False),
     "naive": (_numpy_method(svm_loss_naive), True),
     "vectorized": (_numpy_method(svm_loss_vectorized), True),
 }
@@ -168,7 +168,7 @@ def cross_check(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float = 
     skipped: Dict[str, str] = {}
     for name, (fn, is_float64) in methods.items():
         try:
-            loss, dW = fn(W, X, y, reg, delta, p)
+            loss, dW = fn(W, X, y, reg, delta=delta, p=p)
         except (RuntimeError, NotImplementedError) as exc:
             # PyTorch's MultiMarginLoss has no CPU kernel for float16/bfloat16.
             skipped[name] = " ".join(str(exc).split())[:200]

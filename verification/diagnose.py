@@ -28,6 +28,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from torch_svm.losses import svm_coefficients, svm_margins
+
 __all__ = ["diagnose", "RESIDUAL_LIMIT"]
 
 #: A pattern explains a difference when the least-squares residual is below this share of it.
@@ -39,26 +41,24 @@ def _near(c: float, target: float) -> bool:
 
 
 def _grad_of(P: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``G(P) = X^T B / N``, ``B = P`` with ``B_{i y_i} = -sum_j P_ij``; ``P: (N, C)``, 0 at y."""
-    B = P.scatter(1, y[:, None], -P.sum(1, keepdim=True))
-    return X.T @ B / X.shape[0]
+    """``G(P) = X^T B / N`` with ``B`` :func:`torch_svm.losses.svm_coefficients` of ``P: (N, C)``."""
+    return X.T @ svm_coefficients(P, y) / X.shape[0]
 
 
 def _gradient_bases(ev, X: torch.Tensor, y: torch.Tensor, delta: float) -> Dict[str, torch.Tensor]:
-    S = X @ ev.W
-    m = S - S.gather(1, y[:, None]) + delta                           # (N, C)
-    term = torch.ones_like(m).scatter_(1, y[:, None], 0.0) > 0         # (N, C) j != y_i
-    active = ((m > 0) & term).to(m.dtype)
-    own = torch.zeros_like(m).scatter_(1, y[:, None], -active.sum(1, keepdim=True))
+    m = svm_margins(ev.W, X, y, delta=delta)                          # (N, C), -inf at y_i
+    term = torch.ones_like(m, dtype=torch.bool).scatter_(1, y[:, None], False)  # j != y_i
+    active = (m > 0).to(m.dtype)                                      # 0 at y_i
+    own = svm_coefficients(active, y) - active                        # only the y_i column
     return {
         "reg": 2 * ev.reg * ev.W,
         "data": _grad_of(active, X, y),
         "correct": X.T @ own / X.shape[0],
         "self": -X.T @ (~term).to(m.dtype) / X.shape[0],
         "inactive": _grad_of(((m <= 0) & term).to(m.dtype), X, y),
-        "band": _grad_of(((m > 0) & (m <= delta) & term).to(m.dtype), X, y),
-        "margin": _grad_of(m.clamp(min=0) * term, X, y),
-        "_B": active.scatter(1, y[:, None], -active.sum(1, keepdim=True)),  # per-example rows
+        "band": _grad_of(((m > 0) & (m <= delta)).to(m.dtype), X, y),
+        "margin": _grad_of(m.clamp(min=0), X, y),
+        "_B": svm_coefficients(active, y),                            # per-example rows
     }
 
 

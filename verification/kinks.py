@@ -27,7 +27,7 @@ coordinate ``(k, j)`` is
 margins (:func:`margin_density_at_zero`).
 
 Exact ties. A margin that is exactly 0 in floating point makes the loss take its kink value
-(``kink`` of :func:`torch_svm.losses.svm_loss_fn`); :func:`count_ties` counts them, computed
+(``kink`` of :func:`torch_svm.losses.svm_loss`); :func:`count_ties` counts them, computed
 exactly as the loss computes them (same ops, same dtype).
 
 The one-dimensional example. :func:`one_dimensional_example` evaluates
@@ -42,8 +42,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-from torch_svm.losses import svm_loss_and_grad
-from verification.numeric import svm_margins
+from torch_svm.losses import svm_loss_and_grad, svm_margins
 
 __all__ = ["term_margins", "margin_density_at_zero", "predict_crossings", "predict_terms_near_kink",
            "terms_near_kink", "count_ties",
@@ -53,13 +52,12 @@ __all__ = ["term_margins", "margin_density_at_zero", "predict_crossings", "predi
 def term_margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
     """The margins ``m_ij`` of the ``N (C - 1)`` hinge terms (``j != y_i``), flattened.
 
-    Computed with the loss's own ops (``X @ W``, ``gather``, ``+ delta``) in W's dtype, so a
-    margin that is 0 here is 0 in :func:`torch_svm.losses.svm_loss_fn`.
+    :func:`torch_svm.losses.svm_margins`, the very margins the hand-written gradient masks,
+    so a margin that is 0 here is at the kink in :func:`torch_svm.losses.svm_loss`.
     """
-    with torch.no_grad():
-        m = svm_margins(W, X, y, delta)                                 # (N, C), -inf at y_i
-        term = torch.ones_like(m, dtype=torch.bool).scatter_(1, y[:, None], False)
-        return m[term]                                                  # (N (C - 1),)
+    m = svm_margins(W, X, y, delta=delta)                               # (N, C), -inf at y_i
+    term = torch.ones_like(m, dtype=torch.bool).scatter_(1, y.long()[:, None], False)
+    return m[term]                                                      # (N (C - 1),)
 
 
 def margin_density_at_zero(margins: Tensor, bandwidth: Optional[float] = None) -> float:

@@ -88,8 +88,9 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
+from torch_svm.losses import svm_margins, validate_hyperparameters, validate_svm_inputs
+
 __all__ = [
-    "svm_margins",
     "svm_finite_differences",
     "svm_numeric_grad",
     "SvmFiniteDifferences",
@@ -130,29 +131,13 @@ class SvmFiniteDifferences:
     p: int                    # the hinge power
 
 
-def _check_svm_inputs(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, p: int, h: float) -> None:
-    if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p}")
-    if not h > 0:
-        raise ValueError(f"h must be positive, got {h}")
-    if W.dim() != 2 or X.dim() != 2 or y.dim() != 1:
-        raise ValueError(f"need W: (D, C), X: (N, D), y: (N,), got W {tuple(W.shape)}, "
-                         f"X {tuple(X.shape)}, y {tuple(y.shape)}")
-    if X.shape[1] != W.shape[0] or X.shape[0] != y.shape[0]:
-        raise ValueError(f"shapes do not fit: W {tuple(W.shape)}, X {tuple(X.shape)}, y {tuple(y.shape)}")
-    if not W.is_floating_point() or X.dtype != W.dtype:
-        raise TypeError(f"W and X must share one floating dtype, got {W.dtype} and {X.dtype}")
-    if y.dtype != torch.int64:
-        raise TypeError(f"y must be int64, got {y.dtype}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= W.shape[1]):
-        raise ValueError(f"y must lie in [0, {W.shape[1]}), got values in [{int(y.min())}, {int(y.max())}]")
-
-
-def svm_margins(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, delta: float) -> torch.Tensor:
-    """``m[i, j] = S_ij - S_{i,y_i} + delta`` with ``-inf`` at ``j = y_i`` (no term there)."""
-    S = X @ W                                                # (N, C)
-    m = S - S.gather(1, y[:, None]) + delta
-    return m.scatter_(1, y[:, None], float("-inf"))
+def _check_args(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float, delta: float,
+                p: int, h: float) -> torch.Tensor:
+    """The loss's own checks (:mod:`torch_svm.losses`) plus the step; returns y as int64."""
+    validate_hyperparameters(reg=reg, delta=delta, p=p)
+    if not (math.isfinite(h) and h > 0):
+        raise ValueError(f"h must be a finite number > 0, got {h!r}")
+    return validate_svm_inputs(W, X, y)
 
 
 def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float = 0.0, *,
@@ -178,13 +163,13 @@ def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, re
     Returns:
         :class:`SvmFiniteDifferences`, every field ``(D, C)`` in the dtype and on the device of W.
     """
-    _check_svm_inputs(W, X, y, p, h)
+    y = _check_args(W, X, y, reg, delta, p, h)
     D, C = W.shape
     N = X.shape[0]
     margin_eps = torch.finfo(torch.float32).eps if margin_eps is None else margin_eps
     with torch.no_grad():
         W, X = W.detach(), X.detach()
-        m = svm_margins(W, X, y, delta)                                # (N, C)
+        m = svm_margins(W, X, y, delta=delta)                          # (N, C), -inf at y_i
         A = X.abs() @ W.abs()                                           # (N, C) scale of |S|
         scale = A + A.gather(1, y[:, None]) + abs(delta)                # rounding of m / eps
         Y = torch.nn.functional.one_hot(y, C).to(W.dtype)               # (N, C)

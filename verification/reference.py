@@ -8,7 +8,7 @@ r"""Independent references for the multiclass SVM loss and its gradient.
 * :func:`svm_loss_naive` -- explicit loops over ``i`` and ``j`` in numpy float64, written for
   obviousness (the CS231n ``svm_loss_naive``, extended to ``p = 2``). No torch.
 * :func:`svm_loss_vectorized` -- the same in vectorised numpy float64. No torch.
-* :func:`autograd_reference` -- ``torch.autograd`` applied to :func:`torch_svm.svm_loss`.
+* :func:`autograd_reference` -- ``torch.autograd`` applied to :func:`torch_svm.svm_loss_autograd`.
 * :func:`mml_reference` -- ``C * torch.nn.functional.multi_margin_loss`` on the scores
   (PyTorch's own kernel divides the per-sample sum by C), plus the reg term, differentiated
   by autograd through PyTorch's backward kernel.
@@ -25,7 +25,7 @@ import numpy as np
 __all__ = ["svm_loss_naive", "svm_loss_vectorized", "autograd_reference", "mml_reference"]
 
 
-def svm_loss_naive(W, X, y, reg: float, delta: float = 1.0, *, p: int = 1) -> Tuple[float, np.ndarray]:
+def svm_loss_naive(W, X, y, reg: float, *, delta: float = 1.0, p: int = 1) -> Tuple[float, np.ndarray]:
     """Loops over examples ``i`` and classes ``j``; numpy float64; returns ``(loss, dW)``."""
     W = np.asarray(W, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
@@ -52,7 +52,7 @@ def svm_loss_naive(W, X, y, reg: float, delta: float = 1.0, *, p: int = 1) -> Tu
     return float(loss), dW
 
 
-def svm_loss_vectorized(W, X, y, reg: float, delta: float = 1.0, *, p: int = 1,
+def svm_loss_vectorized(W, X, y, reg: float, *, delta: float = 1.0, p: int = 1,
                         dtype=np.float64) -> Tuple[float, np.ndarray]:
     """No loops; numpy, float64 unless ``dtype`` says otherwise (the benchmarks time float32);
     returns ``(loss, dW)``."""
@@ -72,31 +72,30 @@ def svm_loss_vectorized(W, X, y, reg: float, delta: float = 1.0, *, p: int = 1,
     return float(loss), dW
 
 
-def autograd_reference(W, X, y, reg: float, delta: float = 1.0, *, p: int = 1):
-    """``torch.autograd`` gradient of :func:`torch_svm.svm_loss` in the inputs' dtype.
-
-    Returns ``(loss, dW)`` as torch tensors on W's device.
-    """
+def _differentiate(loss_fn, W, X, y, reg: float, delta: float, p: int):
+    """``(loss, dW)`` of ``loss_fn(W, X, y, reg, delta=, p=)`` by ``torch.autograd``."""
     import torch
-    from torch_svm import svm_loss
 
     W = W.detach().requires_grad_(True)
-    loss = svm_loss(W, X, y, reg, delta=delta, p=p)
+    loss = loss_fn(W, X, y, reg, delta=delta, p=p)
     (dW,) = torch.autograd.grad(loss, W)
     return loss.detach(), dW
 
 
-def mml_reference(W, X, y, reg: float, delta: float = 1.0, *, p: int = 1):
-    """``C * torch.nn.functional.multi_margin_loss(X @ W, y, p, margin=delta) + reg * sum(W^2)``
-    and its autograd gradient (PyTorch's backward kernel). Returns torch tensors.
+def autograd_reference(W, X, y, reg: float, *, delta: float = 1.0, p: int = 1):
+    """``torch.autograd`` gradient of :func:`torch_svm.svm_loss_autograd` (plain torch ops) in
+    the inputs' dtype. Returns ``(loss, dW)`` as torch tensors on W's device."""
+    from torch_svm import svm_loss_autograd
+
+    return _differentiate(svm_loss_autograd, W, X, y, reg, delta, p)
+
+
+def mml_reference(W, X, y, reg: float, *, delta: float = 1.0, p: int = 1):
+    """:func:`torch_svm.svm_loss_multimargin` (``C * F.multi_margin_loss`` + reg) and its
+    gradient from PyTorch's backward kernel. Returns torch tensors.
 
     PyTorch's CPU kernel has no float16/bfloat16 version: those raise RuntimeError.
     """
-    import torch
-    import torch.nn.functional as F
+    from torch_svm import svm_loss_multimargin
 
-    W = W.detach().requires_grad_(True)
-    scores = X @ W
-    loss = W.shape[1] * F.multi_margin_loss(scores, y, p=p, margin=delta) + reg * (W * W).sum()
-    (dW,) = torch.autograd.grad(loss, W)
-    return loss.detach(), dW
+    return _differentiate(svm_loss_multimargin, W, X, y, reg, delta, p)

@@ -18,7 +18,7 @@ that dict into a report folder (``report.md``, ``results.json``, PNG figures).
 5. ``one_d``: :func:`verification.kinks.one_dimensional_example`.
 
 The minimal SGD loop here (:func:`_sgd`) exists because the tie count needs the margins of
-every minibatch and the kink value per run; it uses :func:`torch_svm.losses.svm_loss_fn` and
+every minibatch and the kink value per run; it uses :func:`torch_svm.losses.svm_loss` and
 ``torch.optim.SGD`` with the trainer's minibatch draws and default hyperparameters.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from torch_svm.data import DataConfig, Dataset, load_dataset
-from torch_svm.losses import svm_loss_and_grad, svm_loss_fn
+from torch_svm.losses import svm_loss_and_grad, svm_loss
 from torch_svm.train import DEFAULT_HYPERS, batch_indices
 from torch_svm.utils import (atomic_write_bytes, atomic_write_json, atomic_write_text, progress,
                              resolve_device, resolve_dtype, set_seed)
@@ -203,7 +203,7 @@ def _sgd(X: Tensor, y: Tensor, W0: Tensor, *, lr: float, reg: float, delta: floa
         Xb, yb = X[idx].to(dtype), y[idx]                                       # (B, D), (B,)
         ties.append(count_ties(W.detach(), Xb, yb, delta))
         optimizer.zero_grad()
-        svm_loss_fn(W, Xb, yb, reg, delta=delta, kink=kink).backward()
+        svm_loss(W, Xb, yb, reg, delta=delta, kink=kink).backward()
         optimizer.step()
     return W.detach(), ties
 
@@ -219,11 +219,8 @@ def _init(shape: Tuple[int, int], scale: float, seed: int, device: torch.device)
 
 
 def _load(name: str, data_dir: Optional[str], seed: int, device: torch.device) -> Dataset:
-    data = load_dataset(name, data_dir if name == "cifar10" else None,
-                        DataConfig(dtype="float64", seed=seed))
-    moved = {f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(data)
-             if f.name.startswith(("X_", "y_"))}
-    return dataclasses.replace(data, **moved)
+    return load_dataset(name, data_dir if name == "cifar10" else None,
+                        DataConfig(dtype="float64", seed=seed)).to(device)
 
 
 def _hypers(config: StudyConfig, name: str) -> Tuple[float, float]:

@@ -21,7 +21,7 @@ returns the loss (a scalar) and ``dW: (D, C)``. It is meant to compute
 
 and runs three checks at each, all references in float64 on the very inputs it was given:
 
-1. **loss** against ``torch.autograd``'s :func:`torch_svm.svm_loss`, ``C *
+1. **loss** against ``torch.autograd``'s :func:`torch_svm.svm_loss_autograd`, ``C *
    torch.nn.functional.multi_margin_loss`` and the numpy loops of
    :func:`verification.reference.svm_loss_naive`, within the rounding of ``N C`` hinge terms;
 2. **dW against the reference gradient**: a hinge term whose margin is exactly 0 may take any
@@ -54,11 +54,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_svm import svm_loss_and_grad, svm_loss_fn
+from torch_svm import svm_loss, svm_loss_and_grad, svm_margins
 from torch_svm.utils import progress as progress_bar
 from verification.crosscheck import max_rel_error, rel_error
 from verification.numeric import (STATUS_NAMES, UNEXPLAINED, classify_svm_gradient,
-                                  svm_finite_differences, svm_margins)
+                                  svm_finite_differences)
 from verification.reference import autograd_reference, mml_reference, svm_loss_naive
 
 __all__ = ["VerifyConfig", "VerifyReport", "CheckResult", "PointInfo", "Coordinate", "UserCodeError",
@@ -111,7 +111,7 @@ class CheckResult:
     point: str
     reg: float
     loss: float                           # the function's
-    reference_loss: float                 # torch.autograd's svm_loss, float64
+    reference_loss: float                 # torch.autograd's svm_loss_autograd, float64
     loss_rel_errors: Dict[str, float]     # CS231n relative error against each reference
     loss_tolerance: float                 # the relative error rounding allows
     loss_ok: bool
@@ -332,7 +332,7 @@ def _detect_backend(fn: Callable, backend: str, W, X, y) -> Tuple[str, Tuple[flo
 # --------------------------------------------------------------------------- points
 
 def _active_share(W, X, y, delta) -> float:
-    return float((svm_margins(W, X, y, delta) > 0).sum()) / (X.shape[0] * (W.shape[1] - 1))
+    return float((svm_margins(W, X, y, delta=delta) > 0).sum()) / (X.shape[0] * (W.shape[1] - 1))
 
 
 def default_points(X: torch.Tensor, y: torch.Tensor, num_classes: int, delta: float = 1.0,
@@ -340,7 +340,7 @@ def default_points(X: torch.Tensor, y: torch.Tensor, num_classes: int, delta: fl
     """The two points :func:`verify` uses: ``{name: (W (D, C) float64, description)}``.
 
     ``small``: ``1e-4 * randn``. ``trained``: gradient descent on the project's loss
-    (:func:`torch_svm.svm_loss_fn`, ``torch.optim.SGD``, reg 0) from ``small``, with the step
+    (:func:`torch_svm.svm_loss`, ``torch.optim.SGD``, reg 0) from ``small``, with the step
     ``0.1 * delta / rms(X dW)`` at the start, stopped once at most half the margins are active.
     """
     X = X.to(_F64)
@@ -353,7 +353,7 @@ def default_points(X: torch.Tensor, y: torch.Tensor, num_classes: int, delta: fl
     steps = 0
     while steps < max_steps and _active_share(W.detach(), X, y, delta) > 0.5:
         opt.zero_grad()
-        svm_loss_fn(W, X, y, 0.0, delta=delta).backward()
+        svm_loss(W, X, y, 0.0, delta=delta).backward()
         opt.step()
         steps += 1
     return {"small": (small, "W = 1e-4 * randn, the assignment's"),
@@ -405,13 +405,13 @@ def _evaluate(point: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg
     eps = torch.finfo(compute_dtype).eps + torch.finfo(_F64).eps
     # 1. the loss against three references
     ref_losses = {
-        "autograd": float(autograd_reference(W, X, y, reg, delta)[0]),
-        "multimargin": float(mml_reference(W, X, y, reg, delta)[0]),
-        "naive": svm_loss_naive(W.numpy(), X.numpy(), y.numpy(), reg, delta)[0],
+        "autograd": float(autograd_reference(W, X, y, reg, delta=delta)[0]),
+        "multimargin": float(mml_reference(W, X, y, reg, delta=delta)[0]),
+        "naive": svm_loss_naive(W.numpy(), X.numpy(), y.numpy(), reg, delta=delta)[0],
     }
     ref_loss = ref_losses["autograd"]
     reg_loss = reg * float((W * W).sum())
-    m = svm_margins(W, X, y, delta)
+    m = svm_margins(W, X, y, delta=delta)
     loss_tol = _loss_tolerance(m, W, X, y, delta, ref_loss - reg_loss, reg_loss, eps, config.fp_factor)
     loss_errors = {name: rel_error(loss, value) for name, value in ref_losses.items()}
     loss_ok = all(abs(loss - value) <= loss_tol for value in ref_losses.values())
@@ -577,7 +577,7 @@ def verify(fn: Callable, X: torch.Tensor, y: torch.Tensor, num_classes: Optional
         output_dtype="float32" if torch.float32 in out_dtypes else "float64",
         n=X.shape[0], d=D, c=C, delta=config.delta, h=config.h, regs=regs,
         points=[PointInfo(name, description, _active_share(Ws[name], X, y, config.delta),
-                          int((svm_margins(Ws[name], X, y, config.delta) == 0).sum()))
+                          int((svm_margins(Ws[name], X, y, delta=config.delta) == 0).sum()))
                 for name, (_, description) in points.items()],
         checks=results, worst=_worst(evaluations, config.worst), notes=notes)
     if not report.passed:

@@ -1,9 +1,10 @@
 """The ``torch-svm`` command line: one module per subcommand, composed here.
 
 Each subcommand module defines ``add_parser(subparsers)``, which registers its parser and sets
-``func`` to a function ``run(args) -> int`` (the exit code). Library errors (ValueError,
-TypeError, OSError, ...) raised for bad input become one line on stderr and exit code 2; set
-TORCH_SVM_DEBUG=1 to see the traceback instead.
+``func`` to a function ``run(args) -> int`` (the exit code). Errors raised for bad input or bad
+files (the project's :class:`~torch_svm.errors.TorchSVMError`, ValueError, TypeError, OSError,
+running out of memory) become one line on stderr and exit code 2; set TORCH_SVM_DEBUG=1 to see
+the traceback instead. Anything else is a bug: its traceback is shown and the exit code is 1.
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import os
 import sys
 from typing import List, Optional
 
-from torch_svm.cli._common import UsageError
+import torch
+
+from torch_svm.cli._common import debug
+from torch_svm.errors import TorchSVMError
 
 # Subcommand modules, in the order --help lists them.
 _COMMANDS = ("check", "train", "tune", "evaluate", "verify", "kinks")
@@ -52,11 +56,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         # stdout closed early (`torch-svm ... --json | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (UsageError, ValueError, TypeError, OSError, IndexError, RuntimeError) as exc:
-        if os.environ.get("TORCH_SVM_DEBUG") == "1":
+    except (TorchSVMError, ValueError, TypeError, OSError, MemoryError, torch.OutOfMemoryError) as exc:
+        if debug():
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"torch-svm {args.command}: error: {message}", file=sys.stderr)
+        if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+            message = f"ran out of memory ({message[:200]}); try smaller sizes"
+        print(f"torch-svm {args.command}: error: {message[:1000]}", file=sys.stderr)
         return 2
 
 

@@ -1,49 +1,115 @@
-"""Helpers shared by the subcommands: common flags and JSON output."""
+"""What the subcommands share: flag types with ranges, the common flags, data loading from
+flags, the output folder, and JSON output. Each ``cli/<command>.py`` only parses, calls the
+library and prints."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import sys
-from typing import Any
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
 
-from torch_svm.errors import UsageError  # noqa: F401  (re-exported for the subcommands)
-from torch_svm.utils import DTYPES, jsonable
+import torch
+
+from torch_svm.data import DATASETS, SPLIT_DEFAULTS, DataConfig, Dataset, load_dataset
+from torch_svm.errors import UsageError
+from torch_svm.model import GRADS
+from torch_svm.train import DEFAULT_HYPERS, SAMPLINGS, SCHEDULES, TrainConfig
+from torch_svm.utils import DTYPES, clip, jsonable
+
+EXIT_STATUS = ("exit status: 0 on success; 2 on bad input, unreadable data or checkpoint, or a "
+               "diverged run (inf/NaN loss), with one line on stderr")
+
+#: Largest seed any command accepts (torch's generators take 64-bit seeds).
+MAX_SEED = 2**63 - 1
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+# --------------------------------------------------------------------------- flag types
 
 
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+def int_flag(min: int, max: int) -> Callable[[str], int]:
+    """argparse type: an integer in ``[min, max]``; argparse names the flag in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not min <= value <= max:
+            top = str(max) if max <= 10**9 else f"{max:.3g}"
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {min} to {top}, got {clip(repr(text), 60)}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_flag(min: Optional[float] = None, max: Optional[float] = None, *,
+               min_open: bool = False, max_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number in the range (``*_open`` excludes that end)."""
+    lo = "" if min is None else f"{'>' if min_open else '>='} {min:g}"
+    hi = "" if max is None else f"{'<' if max_open else '<='} {max:g}"
+    bounds = " and ".join(b for b in (lo, hi) if b)
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = (math.isfinite(value)
+              and (min is None or (value > min if min_open else value >= min))
+              and (max is None or (value < max if max_open else value <= max)))
+        if not ok:
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number{' ' + bounds if bounds else ''}, got {clip(repr(text), 60)}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_flag(1, 10**9)
+finite_float = float_flag()
+seed_flag = int_flag(0, MAX_SEED)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in every help string, except None (the help text then says what None means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def new_parser(subparsers, name: str, help: str, description: str,
+               epilog: str = EXIT_STATUS) -> argparse.ArgumentParser:
+    """A subcommand parser with every default and the exit status in --help."""
+    return subparsers.add_parser(name, help=help, description=description, epilog=epilog,
+                                 formatter_class=_Formatter)
+
+
+# --------------------------------------------------------------------------- common flags
 
 
 def add_device_arg(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     parser.add_argument("--device", default=default,
-                        help=f"cpu, cuda, cuda:N or auto (cuda when available) (default: {default})")
+                        help="cpu, cuda, cuda:N or auto (cuda when available)")
 
 
 def add_dtype_arg(parser: argparse.ArgumentParser, default: str = "float64") -> None:
     parser.add_argument("--dtype", default=default, choices=sorted(DTYPES),
-                        help=f"floating dtype of the computation (default: {default})")
+                        help="floating dtype of the computation")
 
 
 def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
-    parser.add_argument("--seed", type=int, default=default,
-                        help=f"seeds Python, numpy and torch (default: {default})")
+    parser.add_argument("--seed", type=seed_flag, default=default,
+                        help="seeds Python, numpy and torch")
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +117,133 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object on stdout instead of the table")
 
 
+def add_out_arg(parser: argparse.ArgumentParser, what: str, *, required: bool = False) -> None:
+    parser.add_argument("--out", required=required, default=None,
+                        help=f"folder for {what}" + ("" if required else " (default: write nothing)"))
+
+
+def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "digits") -> None:
+    p.add_argument("--data", choices=DATASETS, default=default_data,
+                   help="data set: digits is embedded (8x8, 10 classes); cifar10 needs --data-dir"
+                   + ("" if default_data else " (default: the checkpoint's)"))
+    p.add_argument("--data-dir", default=None,
+                   help="cifar10 only: the cifar-10-batches-py folder, its parent or the "
+                        "cifar-10-python.tar.gz archive")
+    p.add_argument("--download", action="store_true",
+                   help="cifar10 only: when --data-dir holds no copy, fetch the official "
+                        "archive (about 163 MB) into it and check its md5 first")
+    sizes = "; ".join(f"{name} {'/'.join(str(v) for v in counts[:3])}"
+                      for name, counts in SPLIT_DEFAULTS.items())
+    for i, (split, what) in enumerate((("train", "the first images of the training pool"),
+                                       ("val", "the images after the train split"),
+                                       ("test", "the first images of the test pool"))):
+        default = (f"(default: the data set's train/val/test: {sizes})" if default_data
+                   else "(default: the checkpoint's)")
+        p.add_argument(f"--num-{split}", type=int_flag(1, 10**8), default=None,
+                       help=f"{split} split size: {what} {default}")
+
+
+def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
+    """Training flags; ``hypers=False`` leaves --lr, --reg and --iters to the caller (tune)."""
+    d = TrainConfig()
+    if hypers:
+        per_data = "; ".join(f"{k} {v[0]:g}" for k, v in DEFAULT_HYPERS.items())
+        p.add_argument("--lr", type=float_flag(0, 1e10, min_open=True), default=None,
+                       help=f"learning rate (default: per data set: {per_data})")
+        per_data = "; ".join(f"{k} {v[1]:g}" for k, v in DEFAULT_HYPERS.items())
+        p.add_argument("--reg", type=float_flag(0, 1e30), default=None,
+                       help=f"L2 regularization strength, the loss's reg*sum(W^2) (default: per "
+                            f"data set: {per_data})")
+        p.add_argument("--iters", type=int_flag(1, 10**8), default=d.iters, help="SGD iterations")
+    p.add_argument("--batch-size", type=int_flag(1, 10**7), default=d.batch_size,
+                   help="minibatch size")
+    p.add_argument("--momentum", type=float_flag(0, 1, max_open=True), default=d.momentum,
+                   help="SGD momentum")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="learning-rate schedule: step multiplies by --lr-gamma every --lr-step "
+                        "iterations; cosine anneals to 0 over the run")
+    p.add_argument("--lr-step", type=int_flag(1, 10**8), default=d.lr_step,
+                   help="--schedule step period")
+    p.add_argument("--lr-gamma", type=float_flag(0, 1, min_open=True), default=d.lr_gamma,
+                   help="--schedule step factor")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=d.sampling,
+                   help="minibatches drawn with replacement (the assignment) or epoch-wise "
+                        "without replacement")
+    p.add_argument("--delta", type=float_flag(0, 1e30, min_open=True), default=d.delta,
+                   help="hinge margin")
+    p.add_argument("--p", type=int, choices=(1, 2), default=d.p, help="1: hinge, 2: squared hinge")
+    p.add_argument("--grad", choices=tuple(GRADS), default=d.grad,
+                   help="backward: hand-written gradient, torch.autograd, or PyTorch's "
+                        "multi_margin_loss")
+    p.add_argument("--log-every", type=int_flag(1, 10**8), default=d.log_every,
+                   help="iterations between loss read-backs and divergence checks (each a sync)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="dtype of the data and W")
+    add_seed_arg(p, d.seed)
+    add_device_arg(p, d.device)
+    p.add_argument("--threads", type=int_flag(0, 1024), default=0,
+                   help="CPU threads for torch; 0 keeps torch's default (all cores). The GEMMs are "
+                        "small, so on a busy machine 1 can be several times faster")
+    add_out_arg(p, "model.pt, metrics.json, loss.png and weights.png")
+    add_json_arg(p)
+
+
+# --------------------------------------------------------------------------- from flags
+
+
+def set_threads(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any]] = None) -> Dataset:
+    """The data set the flags name; ``defaults`` fill DataConfig fields the flags leave None."""
+    fields = dict(defaults or {})
+    for field in ("num_train", "num_val", "num_test"):
+        if getattr(args, field) is not None:
+            fields[field] = getattr(args, field)
+    if getattr(args, "dtype", None):
+        fields["dtype"] = args.dtype
+    name = name or args.data
+    if name == "digits" and (args.data_dir is not None or args.download):
+        raise UsageError(f"--data-dir and --download only apply to --data cifar10, got "
+                         f"--data-dir {clip(repr(args.data_dir), 100)}"
+                         + (" --download" if args.download else ""))
+    return load_dataset(name, args.data_dir, DataConfig(**fields), download=args.download)
+
+
+def train_config(args, **overrides: Any) -> TrainConfig:
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if hasattr(args, f.name)}
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def check_out(out: Optional[str]) -> Optional[Path]:
+    """Check ``--out`` before any work: a folder that exists or can be created, and can be
+    written. Raises UsageError naming ``--out``."""
+    if out is None:
+        return None
+    if not out.strip():
+        raise UsageError("--out must name a folder, got ''")
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {clip(out, 200)!r} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {clip(out, 200)!r} cannot be written: "
+                         f"{exc.strerror or type(exc).__name__}") from None
+    return path
+
+
 def print_json(obj: Any) -> None:
     json.dump(jsonable(obj), sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def debug() -> bool:
+    """TORCH_SVM_DEBUG=1: show tracebacks instead of one-line errors."""
+    return os.environ.get("TORCH_SVM_DEBUG") == "1"

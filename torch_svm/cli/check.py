@@ -1,30 +1,37 @@
 """``torch-svm check``: every implementation of the loss against every other, on one problem."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from torch_svm.cli._common import (add_device_arg, add_dtype_arg, add_json_arg, add_seed_arg,
-                                   finite_float, positive_int, print_json)
-from torch_svm.utils import resolve_device, resolve_dtype, set_seed
+                                   float_flag, int_flag, new_parser, print_json)
+from torch_svm.errors import UsageError
+from torch_svm.losses import svm_loss_and_grad
+from torch_svm.utils import check_memory, resolve_device, resolve_dtype, set_seed
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "check", help="cross-check the hand-written gradient against every reference",
+    p = new_parser(
+        subparsers, "check", help="cross-check the hand-written gradient against every reference",
         description="Run the hand-written gradient, its autograd.Function, torch.autograd, "
                     "torch.nn.MultiMarginLoss, the numpy naive and vectorized versions and "
                     "central finite differences on one random problem, and print the relative "
-                    "error of every pair. Exit 0 when all agree, 1 when a pair disagrees, "
-                    "2 on bad input.")
-    p.add_argument("--n", type=positive_int, default=50, help="number of examples N (default: %(default)s)")
-    p.add_argument("--d", type=positive_int, default=20, help="input dimension D (default: %(default)s)")
-    p.add_argument("--c", type=positive_int, default=10, help="number of classes C (>= 2) (default: %(default)s)")
-    p.add_argument("--delta", type=finite_float, default=1.0, help="the margin delta (> 0) (default: %(default)s)")
-    p.add_argument("--reg", type=finite_float, default=0.1, help="L2 regularization strength (default: %(default)s)")
-    p.add_argument("--p", type=int, default=1, choices=(1, 2), help="1: hinge, 2: squared hinge (default: %(default)s)")
-    p.add_argument("--h", type=finite_float, default=1e-5, help="finite-difference step (default: %(default)s)")
-    p.add_argument("--scale", type=finite_float, default=0.5,
-                   help="W = scale * randn: 0.5 leaves a good share of margins inactive (default: %(default)s)")
+                    "error of every pair.",
+        epilog="exit status: 0 when all agree, 1 when a pair disagrees, 2 on bad input (one "
+               "line on stderr)")
+    p.add_argument("--n", type=int_flag(1, 10**6), default=50, help="number of examples N")
+    p.add_argument("--d", type=int_flag(1, 10**6), default=20, help="input dimension D")
+    p.add_argument("--c", type=int_flag(2, 10**5), default=10, help="number of classes C")
+    p.add_argument("--delta", type=float_flag(0, 1e30, min_open=True), default=1.0,
+                   help="the margin delta")
+    p.add_argument("--reg", type=float_flag(0, 1e30), default=0.1, help="L2 regularization strength")
+    p.add_argument("--p", type=int, default=1, choices=(1, 2), help="1: hinge, 2: squared hinge")
+    p.add_argument("--h", type=float_flag(0, 1, min_open=True), default=1e-5,
+                   help="finite-difference step")
+    p.add_argument("--scale", type=float_flag(0, 1e30), default=0.5,
+                   help="W = scale * randn: 0.5 leaves a good share of margins inactive")
     add_dtype_arg(p, "float64")
     add_device_arg(p, "cpu")
     add_seed_arg(p)
@@ -47,13 +54,16 @@ def _fmt(x) -> str:
 def run(args) -> int:
     from verification.crosscheck import cross_check
 
-    if args.c < 2:
-        raise ValueError(f"--c must be at least 2 classes, got {args.c}")
-    if args.h <= 0:
-        raise ValueError(f"--h must be > 0, got {args.h}")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype)
+    # the naive loops' (N, C) work arrays and the finite differences' float64 copies dominate
+    check_memory("--n x --d x --c", 8 * (4 * args.n * args.d + 8 * args.d * args.c + 8 * args.n * args.c))
     W, X, y = _problem(args.n, args.d, args.c, args.scale, dtype, device, args.seed)
+    loss = float(svm_loss_and_grad(W, X, y, args.reg, delta=args.delta, p=args.p)[0])
+    if not math.isfinite(loss):
+        raise UsageError(f"the loss is {loss} at this point (--reg {args.reg:g}, --scale "
+                         f"{args.scale:g}, --delta {args.delta:g}): it overflows {args.dtype}, so "
+                         f"there is nothing to check; use smaller values")
     report = cross_check(W, X, y, args.reg, delta=args.delta, p=args.p, h=args.h)
     if args.json:
         print_json(report.to_dict())

@@ -1,7 +1,7 @@
 """``torch-svm kinks``: the kink study of the gradient check, written to a report folder."""
 from __future__ import annotations
 
-from torch_svm.cli._common import add_device_arg, add_json_arg, add_seed_arg, print_json
+from torch_svm.cli._common import add_device_arg, add_json_arg, add_seed_arg, check_out, print_json
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +39,7 @@ def run(args) -> int:
     data = dict(dataset="cifar10", data_dir=args.data_dir) if args.data_dir else dict(dataset="digits")
     make = StudyConfig.quick if args.quick else StudyConfig
     config = make(seed=args.seed, device=args.device, **data)
+    check_out(args.out)
     results = run_study(config, progress_bar=True)
     paths = write_report(results, args.out)
     if args.json:

@@ -6,14 +6,14 @@ import sys
 
 import torch
 
-from torch_svm.cli._common import add_json_arg, add_seed_arg, finite_float, positive_int, print_json
+from torch_svm.cli._common import add_json_arg, add_seed_arg, float_flag, int_flag, print_json
 
 _DATA = ("digits", "cifar10", "random")
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "verify", help="judge your svm_loss(W, X, y, reg) -> (loss, dW) (the CS231n signature)",
+        "verify", help="judge your svm_loss_autograd(W, X, y, reg) -> (loss, dW) (the CS231n signature)",
         description="Load FUNCTION (PATH.py:FUNC or package.module:FUNC) with the assignment's "
                     "signature f(W, X, y, reg) -> (loss, dW), numpy or torch, and check it at "
                     "W = 1e-4 * randn and at a partly trained W, with reg 0 and a large reg: "
@@ -29,23 +29,23 @@ def add_parser(subparsers) -> None:
                    help="digits (embedded), cifar10 (needs --data-dir) or random integer-valued "
                         "data; CS231n preprocessing (mean-subtracted unscaled pixels, bias column)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 python version folder or archive")
-    p.add_argument("--n", type=positive_int, default=None,
+    p.add_argument("--n", type=int_flag(1, 10**6), default=None,
                    help="examples (a dev split drawn from train); default: digits 100, "
                         "cifar10 500, random 100")
-    p.add_argument("--delta", type=finite_float, default=1.0, help="the margin your code uses")
-    p.add_argument("--reg", type=finite_float, default=50.0,
+    p.add_argument("--delta", type=float_flag(0, 1e30, min_open=True), default=1.0, help="the margin your code uses")
+    p.add_argument("--reg", type=float_flag(0, 1e30, min_open=True), default=50.0,
                    help="the large regularization strength, checked besides reg=0 (raised x10 "
                         "while its gradient is within rounding)")
-    p.add_argument("--h", type=finite_float, default=1e-5,
+    p.add_argument("--h", type=float_flag(0, 1, min_open=True), default=1e-5,
                    help="finite-difference step (the assignment's grad_check_sparse uses 1e-5)")
-    p.add_argument("--sparse", type=positive_int, default=None, metavar="K",
+    p.add_argument("--sparse", type=int_flag(1, 10**9), default=None, metavar="K",
                    help="compare only K random coordinates with finite differences "
                         "(default: every coordinate)")
     p.add_argument("--backend", default="auto", choices=("auto", "numpy", "torch"),
                    help="pass numpy arrays or torch tensors; auto tries numpy first")
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"),
                    help="dtype of W and X passed to your function")
-    p.add_argument("--worst", type=positive_int, default=5, help="worst coordinates to show")
+    p.add_argument("--worst", type=int_flag(1, 10**4), default=5, help="worst coordinates to show")
     add_seed_arg(p)
     add_json_arg(p)
     p.set_defaults(func=run)

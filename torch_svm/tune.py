@@ -1,0 +1,146 @@
+r"""A search over the hyperparameters of :func:`torch_svm.train.train`.
+
+:func:`tune` trains once per setting of learning rate x regularization (x iterations), from a
+grid or a log-uniform random sample, picks the setting with the best validation accuracy and
+reports test accuracy for that one model only. :func:`parse_values` reads a list of values as
+people write them (``"1e-7,5e-7"`` or a log range ``"1e-7:1e-5:3"``); :data:`DEFAULT_GRIDS`
+holds the default search per data set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from torch_svm.data import Dataset
+from torch_svm.train import DivergenceError, TrainConfig, TrainResult, train
+from torch_svm.utils import check_int, check_real, clip, resolve_device
+from torch_svm.utils import progress as progress_bar
+
+__all__ = ["TuneConfig", "TuneResult", "tune", "parse_values", "DEFAULT_GRIDS"]
+
+#: Default search per data set: (learning rates, regularization strengths), as parse_values spells them.
+DEFAULT_GRIDS: Dict[str, Tuple[str, str]] = {
+    "cifar10": ("1e-7,5e-7", "1e3,5e3,2.5e4"),
+    "digits": ("1e-4:1e-2:3", "1e-2:1:3"),
+}
+
+
+def parse_values(text: str, *, integer: bool = False) -> List[float]:
+    """``"a,b,c"`` (a list) or ``"lo:hi:n"`` (``n`` log-spaced values from lo to hi, 0 < lo <= hi).
+
+    With ``integer`` the values are rounded to ints. Raises ValueError echoing the text.
+    """
+    try:
+        if ":" in text:
+            lo, hi, n = text.split(":")
+            lo, hi, n = float(lo), float(hi), int(n)
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi and 1 <= n <= 10_000):
+                raise ValueError
+            values = np.geomspace(lo, hi, n).tolist() if n > 1 else [lo]
+        else:
+            values = [float(v) for v in text.split(",")]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError
+        if integer:
+            values = [int(round(v)) for v in values]
+    except (ValueError, OverflowError):
+        raise ValueError(f"expected a list 'a,b,c' or a log range 'lo:hi:n' (0 < lo <= hi, "
+                         f"1 <= n <= 10000) of finite numbers, got {clip(repr(text), 100)}") from None
+    return values
+
+
+@dataclass
+class TuneConfig:
+    """A search over lr x reg x iters; every other hyperparameter comes from ``base``."""
+
+    lrs: Sequence[float] = (1e-7, 5e-7)              # grid values, or (random) the log range min..max
+    regs: Sequence[float] = (1e3, 5e3, 2.5e4)        # grid values, or (random) the log range min..max
+    iters: Sequence[int] = (1500,)                   # grid values, or (random) choices
+    random: int = 0                                  # 0: full grid; K > 0: K log-uniform random draws
+    base: TrainConfig = field(default_factory=TrainConfig)  # everything else (seed, device, ...)
+
+    def __post_init__(self) -> None:
+        self.lrs, self.regs, self.iters = list(self.lrs), list(self.regs), list(self.iters)
+        for name, values in (("lrs", self.lrs), ("regs", self.regs), ("iters", self.iters)):
+            if not values:
+                raise ValueError(f"{name} must hold at least one value, got {values!r}")
+        for v in self.lrs:
+            check_real("lrs", v, min=0, min_open=True)
+        for v in self.regs:
+            check_real("regs", v, min=0)
+        for v in self.iters:
+            check_int("iters", v, min=1)
+        check_int("random", self.random, min=0)
+        if not isinstance(self.base, TrainConfig):
+            raise TypeError(f"base must be a TrainConfig, got {type(self.base).__name__}")
+
+
+@dataclass
+class TuneResult:
+    """The table (one row per setting, in the order tried) and the best setting's model."""
+
+    table: List[Dict[str, Any]]     # lr, reg, iters, train_accuracy, val_accuracy, seconds, diverged
+    best: Dict[str, Any]            # the row with the highest val_accuracy (first on ties)
+    best_result: TrainResult        # the best setting's run, model included
+    test_accuracy: float            # the best model on the test split, measured once
+    seconds: float                  # the whole search
+
+
+def _settings(config: TuneConfig) -> List[Tuple[float, float, int]]:
+    """(lr, reg, iters) to try: the grid, or ``random`` draws log-uniform in each range."""
+    lrs, regs, iters = config.lrs, config.regs, config.iters
+    if config.random == 0:
+        return list(itertools.product(lrs, regs, iters))
+    rng = np.random.default_rng(config.base.seed)
+
+    def log_uniform(values: List[float]) -> float:
+        lo, hi = min(values), max(values)
+        if lo == 0:  # reg = 0 cannot be log-spaced: draw from (hi * 1e-3, hi) instead
+            lo = hi * 1e-3 if hi > 0 else 0.0
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if lo > 0 else 0.0
+
+    return [(log_uniform(lrs), log_uniform(regs), int(rng.choice(iters)))
+            for _ in range(config.random)]
+
+
+def tune(data: Dataset, config: Optional[TuneConfig] = None, *,
+         progress: bool = False) -> TuneResult:
+    """Train once per setting, pick the best validation accuracy, test that model once.
+
+    A diverged setting is a row with ``diverged=True`` (and its message in ``error``), not an
+    exception; if every setting diverges, the DivergenceError of the last one is raised.
+    Every setting uses ``config.base.seed``, so rows differ only by their hyperparameters.
+    """
+    config = config or TuneConfig()
+    settings = _settings(config)
+    data = data.to(resolve_device(config.base.device))  # once for the whole search
+    table: List[Dict[str, Any]] = []
+    best_row, best_result, last_error = None, None, None
+    start = time.perf_counter()
+    for lr, reg, iters in progress_bar(settings, desc="tune", enabled=progress):
+        run_config = dataclasses.replace(config.base, lr=lr, reg=reg, iters=iters)
+        row: Dict[str, Any] = {"lr": lr, "reg": reg, "iters": iters}
+        try:
+            result = train(data, run_config)
+        except DivergenceError as exc:
+            last_error = exc
+            row.update(train_accuracy=None, val_accuracy=None, final_loss=None, seconds=None,
+                       diverged=True, error=str(exc))
+            table.append(row)
+            continue
+        row.update(train_accuracy=result.train_accuracy, val_accuracy=result.val_accuracy,
+                   final_loss=result.loss_history[-1], seconds=result.seconds, diverged=False)
+        table.append(row)
+        if best_row is None or result.val_accuracy > best_row["val_accuracy"]:
+            best_row, best_result = row, result
+    if best_result is None:
+        raise last_error
+    test_accuracy = best_result.model.accuracy(data.X_test, data.y_test)
+    return TuneResult(table=table, best=best_row, best_result=best_result,
+                      test_accuracy=test_accuracy, seconds=time.perf_counter() - start)
