@@ -26,6 +26,7 @@ from verification.worker import CapturedOutput
 __all__ = ["VerifyReport", "PointInfo", "Coordinate", "CodeFailure", "worst_coordinates",
            "verdict_figure", "format_output"]
 
+_SHOWN = 3000                      # points per kind and panel in the figure
 _LEGEND = ("  loss: largest relative error against torch.autograd, MultiMarginLoss x C and the numpy "
            "loops; dW: coordinates outside the reference gradient (either value at an exact kink), "
            "or unexplained by finite differences")
@@ -49,7 +50,7 @@ class Coordinate:
     analytic: float               # the function's dW[k, j]
     numeric: float                # the central difference
     reference: float              # the reference value nearest to analytic (any kink convention)
-    rel_error: float              # |analytic - reference| / max(|analytic|, |reference|)
+    rel_error: float              # against the reference (or the numeric value where dW matches it)
     kinks: int                    # hinge terms whose margin changes sign within the step
     status: str                   # finite differences: "ok", "kink_explained" or "unexplained"
     matches_reference: bool
@@ -151,28 +152,27 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- worst coordinates
 
 def worst_coordinates(evaluations: List[Evaluation], k: int) -> List[Coordinate]:
-    """Up to ``k`` wrong coordinates (off the reference, or unexplained by finite differences),
-    the largest relative error first."""
+    """Up to ``k`` wrong coordinates, the largest relative error first: against the reference
+    where dW is off it, else (judged by finite differences only) against the central difference."""
     rows = []
     for ev in evaluations:
         wrong = ev.wrong.reshape(-1)
         if not bool(wrong.any()):
             continue
-        nearest = ev.nearest
-        err = torch.maximum((ev.dW - nearest).abs(), torch.where(ev.judged, (ev.dW - ev.fd.grad).abs(), 0.0))
-        score = err / (torch.maximum(ev.dW.abs(), nearest.abs()) + ev.fp_tol + 1e-300)
-        score = torch.nan_to_num(score, nan=float("inf")).reshape(-1)
-        score = torch.where(wrong, score, -1.0)
+        other = torch.where(ev.ref_bad, ev.nearest, ev.fd.grad)       # what dW is wrong against
+        score = (ev.dW - other).abs() / (torch.maximum(ev.dW.abs(), other.abs()) + 1e-300)
+        score = torch.where(wrong, torch.nan_to_num(score.reshape(-1), nan=float("inf")), -1.0)
         top = score.topk(min(k, int(wrong.sum())))
         rows += [(float(v), ev, divmod(int(i), ev.W.shape[1])) for v, i in zip(*top)]
     rows.sort(key=lambda r: r[0], reverse=True)
     out = []
     for _, ev, (k_, j) in rows[:k]:
         a, n, ref = float(ev.dW[k_, j]), float(ev.fd.grad[k_, j]), float(ev.nearest[k_, j])
+        matches = not bool(ev.ref_bad[k_, j])
         out.append(Coordinate(point=ev.point, reg=ev.reg, index=(k_, j), analytic=a, numeric=n,
-                              reference=ref, rel_error=rel_error(a, ref), kinks=int(ev.fd.crossings[k_, j]),
-                              status=STATUS_NAMES[int(ev.status[k_, j])],
-                              matches_reference=not bool(ev.ref_bad[k_, j])))
+                              reference=ref, rel_error=rel_error(a, n if matches else ref),
+                              kinks=int(ev.fd.crossings[k_, j]),
+                              status=STATUS_NAMES[int(ev.status[k_, j])], matches_reference=matches))
     return out
 
 
@@ -260,11 +260,14 @@ def _text(r: VerifyReport) -> List[str]:
     for i, p in enumerate(r.points):
         lines.append(f"{'points:' if i == 0 else '':<8}{p.name:<9}{p.description:<48}{100 * p.active_share:5.1f}% "
                      f"of margins active" + (f", {p.exact_kinks} exactly 0" if p.exact_kinks else ""))
-    lines += ["", (f"{'':<27}" + "".join(f"{c.point:<16}" for c in r.checks)).rstrip(),
-              (f"{'':<27}" + "".join(f"{'reg=%g' % c.reg:<16}" for c in r.checks)).rstrip()]
-    for row, title in (("loss", "loss vs references"), ("reference", "dW vs reference gradient"),
-                       ("fd", "dW vs finite differences")):
-        lines.append((f"{title:<27}" + "".join(f"{_cell(c, row, r.d * r.c):<16}" for c in r.checks)).rstrip())
+    rows = (("loss", "loss vs references"), ("reference", "dW vs reference gradient"),
+            ("fd", "dW vs finite differences"))
+    cells = {row: [_cell(c, row, r.d * r.c) for c in r.checks] for row, _ in rows}
+    width = max([16] + [len(text) + 2 for texts in cells.values() for text in texts])
+    lines += ["", (f"{'':<27}" + "".join(f"{c.point:<{width}}" for c in r.checks)).rstrip(),
+              (f"{'':<27}" + "".join(f"{'reg=%g' % c.reg:<{width}}" for c in r.checks)).rstrip()]
+    lines += [(f"{title:<27}" + "".join(f"{text:<{width}}" for text in cells[row])).rstrip()
+              for row, title in rows]
     lines += [_LEGEND, ""]
     if r.passed:
         lines += _pass_lines(r)
@@ -304,23 +307,28 @@ def format_output(output: CapturedOutput, limit_lines: int = 20) -> str:
 
 def verdict_figure(report: VerifyReport, *, dpi: int = 80):
     """Analytic (yours) against numeric (central difference) for every judged coordinate, one
-    panel per check: agreeing points grey, kink-explained orange, wrong ones red. A
+    panel per check: agreeing points grey, kink-explained orange, wrong ones red (each kind
+    thinned evenly to at most 3,000 points; the legend counts all). A
     :class:`matplotlib.figure.Figure` (no pyplot, no backend change); None without checks."""
     from matplotlib.figure import Figure
 
     if not report.evaluations:
         return None
-    fig = Figure(figsize=(2.7 * len(report.evaluations), 2.9), dpi=dpi, layout="constrained")
+    fig = Figure(figsize=(2.7 * len(report.evaluations), 3.0), dpi=dpi)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.9, wspace=0.3)
     axes = fig.subplots(1, len(report.evaluations), squeeze=False)[0]
     for ax, ev in zip(axes, report.evaluations):
         num, yours = ev.fd.grad[ev.judged].numpy(), ev.dW[ev.judged].numpy()
-        wrong, kink = ev.wrong[ev.judged].numpy(), (ev.status == KINK_EXPLAINED)[ev.judged].numpy()
+        wrong = ev.wrong[ev.judged].numpy()
+        kink = (ev.status == KINK_EXPLAINED)[ev.judged].numpy() & ~wrong
         ok = ~(wrong | kink)
         for mask, colour, label in ((ok, "0.6", "agrees"), (kink, "tab:orange", "kink-explained"),
                                     (wrong, "tab:red", "wrong")):
-            if mask.any():
-                ax.scatter(num[mask], yours[mask], s=4, c=colour, label=f"{label} ({int(mask.sum())})",
-                           rasterized=True, linewidths=0)
+            index = mask.nonzero()[0]
+            if len(index):
+                shown = index[::-(-len(index) // _SHOWN)]                 # at most _SHOWN, evenly
+                ax.scatter(num[shown], yours[shown], s=4, c=colour, label=f"{label} ({len(index)})",
+                           linewidths=0)
         ax.set_title(f"{ev.point}, reg={ev.reg:g}", fontsize=9)
         ax.set_xlabel("numeric", fontsize=8)
         ax.tick_params(labelsize=7)
