@@ -89,6 +89,13 @@ def correct_torch(W, X, y, reg, delta=1.0):
     return loss, X.T @ coef / n + 2 * reg * W
 
 
+def correct_float16(W, X, y, reg, delta=1.0):
+    """Computes and returns in float16 (judged against float16 rounding). Not in CORRECT: at
+    delta 100 its loss really overflows float16 (100 * N * C > 65504)."""
+    return _vectorized(W.astype(np.float16), X.astype(np.float16), y, np.float16(reg),
+                       np.float16(delta), lambda m: m > 0)
+
+
 def correct_longdouble(W, X, y, reg, delta=1.0):
     """Computes in numpy's longdouble (float128 on x86): loss and dW come back as float128."""
     return _vectorized(W.astype(np.longdouble), X.astype(np.longdouble), y, reg, delta,

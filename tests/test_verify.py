@@ -231,6 +231,17 @@ def test_float128_is_judged_in_float64_and_said(digits):
     assert any("judged in float64 after conversion" in n for n in report.notes)
 
 
+def test_float16_is_judged_in_float16(digits):
+    report = judge(mutants.correct_float16, digits)
+    assert report.passed and report.output_dtype == "float16" and report.loss_type == "numpy float16"
+
+    def halved(W, X, y, reg, delta=1.0):
+        loss, dW = mutants.correct_float16(W, X, y, reg, delta)
+        return loss, dW - np.float16(reg) * W.astype(np.float16)
+
+    assert judge(halved, digits).failed == "gradient"
+
+
 def test_float32_inputs_and_outputs(digits):
     for fn in (mutants.correct_vectorized, mutants.correct_torch):
         report = judge(fn, digits, dtype="float32")

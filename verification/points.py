@@ -1,8 +1,8 @@
 r"""The two points where :func:`verification.verify.verify` checks a function.
 
 * ``small``: ``W = 1e-4 * randn`` as in the assignment (or the caller's ``W``, named ``yours``).
-  Most margins are about ``delta`` and active there (100% on digits, about 98% on CIFAR-10;
-  the report prints the share), so a wrong mask barely shows;
+  Most margins are about ``delta`` and active there (the report prints the share), so a wrong
+  mask barely shows;
 * ``trained``: plain gradient descent on the data loss from there, stopped once at most half
   of the margins are active, where mask bugs show.
 """

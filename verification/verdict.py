@@ -27,9 +27,9 @@ __all__ = ["VerifyReport", "PointInfo", "Coordinate", "CodeFailure", "worst_coor
            "verdict_figure", "format_output"]
 
 _SHOWN = 3000                      # points per kind and panel in the figure
-_LEGEND = ("  loss: largest relative error against torch.autograd, MultiMarginLoss x C and the numpy "
-           "loops; dW: coordinates outside the reference gradient (either value at an exact kink), "
-           "or unexplained by finite differences")
+_LEGEND = ("  loss: largest relative error against torch.autograd, MultiMarginLoss x C and numpy loops\n"
+           "  dW: coordinates outside the reference gradient (any value at an exact kink accepted)\n"
+           "      or that finite differences cannot explain by a kink")
 
 
 @dataclass

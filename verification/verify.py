@@ -21,7 +21,7 @@ returns the loss (a scalar) and ``dW: (D, C)``. It is meant to compute
 
 * two **points** (:func:`default_points`): ``small``, ``W = 1e-4 * randn`` as in the assignment
   (or your ``W``), where most margins are about ``delta`` and active (the report prints the
-  share: 100% on digits, about 98% on CIFAR-10), so a wrong mask barely shows; and ``trained``,
+  share), so a wrong mask barely shows; and ``trained``,
   the small point after gradient-descent steps of the SVM loss, stopped once at most half of
   the margins are active;
 * two **regularization strengths**: 0 and :attr:`VerifyConfig.reg` (the notebook's 5e1),
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -55,10 +56,10 @@ from verification.devdata import VerifyData, load_verify_data
 from verification.diagnose import diagnose
 from verification.evaluation import Evaluation, evaluate
 from verification.points import active_share, cached_points, default_points
-from verification.usercode import (BACKENDS, Returned, UserCodeError, call_detecting_backend,
-                                   check_signature, function_name, load_function)
+from verification.usercode import (BACKENDS, UserCodeError, check_signature, function_name,
+                                   load_function)
 from verification.verdict import CodeFailure, PointInfo, VerifyReport, worst_coordinates
-from verification.worker import Worker
+from verification.worker import InProcess, Worker
 
 __all__ = ["VerifyConfig", "verify", "default_points", "REG_CONVENTIONS"]
 
@@ -106,38 +107,24 @@ class VerifyConfig:
 
 # --------------------------------------------------------------------------- calling the code
 
-class _InProcess:
-    """Calls the function in this process (the interface of :class:`~verification.worker.Worker`)."""
-
-    def __init__(self, fn: Callable):
-        self.fn, self.name = fn, function_name(fn)
-
-    def set_data(self, X: np.ndarray, y: np.ndarray) -> None:
-        self.X, self.y = X, y
-
-    def call(self, W: np.ndarray, reg: float, backend: str) -> Tuple[str, Returned]:
-        return call_detecting_backend(self.fn, backend, W, self.X, self.y, reg, catch_interrupt=False)
-
-    def close(self):
-        from verification.worker import CapturedOutput
-
-        return CapturedOutput()
+def _start_worker(config: VerifyConfig, **load: Any) -> Worker:
+    worker = Worker(timeout=config.timeout)
+    try:
+        worker.load(**load)
+    except BaseException:
+        worker.close()
+        raise
+    return worker
 
 
-def _open(fn: Union[Callable, str], config: VerifyConfig, notes: List[str]):
-    """A started caller: a :class:`Worker` with the function loaded, or :class:`_InProcess`."""
-    if not config.isolate:
-        if isinstance(fn, str):
-            fn = load_function(fn)
-        return _InProcess(fn)
+def _open(fn: Union[Callable, str], config: VerifyConfig, notes: List[str]) -> Union[Worker, InProcess]:
+    """A started caller: a :class:`Worker` with the function loaded, or :class:`InProcess`."""
+    if not config.isolate or os.name != "posix":
+        if config.isolate:
+            notes.append("judged in this process: the worker process needs a POSIX system")
+        return InProcess(load_function(fn) if isinstance(fn, str) else fn)
     if isinstance(fn, str):
-        worker = Worker(timeout=config.timeout)
-        try:
-            worker.load(spec=fn)
-        except BaseException:
-            worker.close()
-            raise
-        return worker
+        return _start_worker(config, spec=fn)
     try:
         import cloudpickle
 
@@ -145,19 +132,13 @@ def _open(fn: Union[Callable, str], config: VerifyConfig, notes: List[str]):
     except Exception as exc:  # noqa: BLE001 - unpicklable closures, no cloudpickle
         notes.append(f"judged in this process: the function could not be sent to a worker process "
                      f"({type(exc).__name__}: {str(exc)[:100]}); put it in a .py file for an isolated run")
-        return _InProcess(fn)
-    worker = Worker(timeout=config.timeout)
+        return InProcess(fn)
     try:
-        worker.load(pickled=pickled)
+        return _start_worker(config, pickled=pickled)
     except UserCodeError as exc:
-        worker.close()
         notes.append(f"judged in this process: re-creating the function in a worker process "
                      f"failed ({exc})")
-        return _InProcess(fn)
-    except BaseException:
-        worker.close()
-        raise
-    return worker
+        return InProcess(fn)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -309,7 +290,8 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
             for point in Ws:
                 at_zero.append(check(point, 0.0))
                 bar.update(1)
-            regs = [0.0, _visible_reg(config.reg, scale, at_zero, X, y, config.delta, notes)]
+            top = min(torch.finfo(_JUDGE_DTYPES[t]).max for t in found["dtypes"]) / 100
+            regs = [0.0, _visible_reg(config.reg, scale, at_zero, X, y, config.delta, top, notes)]
             _check_finite(Ws, X, y, scale * regs[1], config.delta, regs[1])
             for point in Ws:
                 check(point, regs[1])
@@ -344,10 +326,11 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
 
 
 def _visible_reg(reg: float, scale: float, at_zero: List[Evaluation], X, y, delta: float,
-                 notes: List[str]) -> float:
+                 top: float, notes: List[str]) -> float:
     """``reg``, times 10 until ``scale * reg |W|`` (the error of a halved regularization
     gradient) is over 10x the rounding allowance ``fp_tol`` of the reg-0 check at half of the
-    coordinates of every point (at most 6 times, and never past a finite reference loss)."""
+    coordinates of every point (at most 6 times, never past a finite reference, and never past
+    ``top``: 1/100 of the largest number the returned dtype holds)."""
     chosen = reg
     for _ in range(7):
         if all(float((scale * chosen * ev.W.abs() > 10 * ev.fp_tol).double().mean()) >= 0.5
@@ -357,7 +340,7 @@ def _visible_reg(reg: float, scale: float, at_zero: List[Evaluation], X, y, delt
                              f"some point; used reg {chosen:g}")
             return chosen
         bigger = chosen * 10
-        if not all(_finite_at(ev.W, X, y, scale * bigger, delta) for ev in at_zero):
+        if bigger > top or not all(_finite_at(ev.W, X, y, scale * bigger, delta) for ev in at_zero):
             break
         chosen = bigger
     notes.append(f"the regularization gradient stays within rounding up to reg {chosen:g}; "

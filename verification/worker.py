@@ -37,14 +37,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from verification.usercode import (JUDGED_DTYPES, Returned, UserCodeError, call_detecting_backend,
                                    function_name, load_function)
 
-__all__ = ["Worker", "CapturedOutput", "OUTPUT_LIMIT"]
+__all__ = ["Worker", "InProcess", "CapturedOutput", "OUTPUT_LIMIT"]
 
 #: Characters of the worker's stdout and of its stderr kept for the report.
 OUTPUT_LIMIT = 20_000
@@ -394,3 +394,22 @@ class Worker:
                else f"exited with status {status}")
         return UserCodeError(f"the worker process ended during {what}: it {how} "
                              f"(os._exit, a crash, or something killed it)")
+
+
+class InProcess:
+    """Calls the function in this process instead, with :class:`Worker`'s interface (for
+    ``isolate=False`` and for functions that cannot be sent to a worker); prints go where the
+    caller's go, and nothing is isolated."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.name = fn, function_name(fn)
+        self.X = self.y = np.empty(0)
+
+    def set_data(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.X, self.y = X, y
+
+    def call(self, W: np.ndarray, reg: float, backend: str) -> Tuple[str, Returned]:
+        return call_detecting_backend(self.fn, backend, W, self.X, self.y, reg, catch_interrupt=False)
+
+    def close(self) -> CapturedOutput:
+        return CapturedOutput()

@@ -17,9 +17,9 @@ def add_parser(subparsers) -> None:
         "verify", help="judge your svm_loss(W, X, y, reg) -> (loss, dW) (the CS231n signature)",
         description="Load FUNCTION (PATH.py:FUNC or package.module:FUNC) with the assignment's "
                     "signature f(W, X, y, reg) -> (loss, dW), numpy or torch, in a worker process, "
-                    "and check it at W = 1e-4 * randn (the share of active margins there is "
-                    "printed: all on digits, about 98%% on CIFAR-10, so mask bugs barely show) and "
-                    "at a partly trained W (at most half active), with reg 0 and a large reg: its "
+                    "and check it at W = 1e-4 * randn (where most margins are active, so mask bugs "
+                    "barely show; the output prints the share) and at a partly trained W (at "
+                    "most half active), with reg 0 and a large reg: its "
                     "loss against torch.autograd, torch.nn.MultiMarginLoss and numpy loops, its dW "
                     "against the reference gradient (any value at an exact kink accepted) and "
                     "against central finite differences at every coordinate, each mismatch "
