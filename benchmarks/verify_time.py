@@ -6,7 +6,9 @@ Runs the CLI as a subprocess on a correct vectorized solution (``tests/mutants.p
 on digits, and on CIFAR-10 when ``--cifar`` names the python-version folder, first with an
 empty cache (reads the 50,000 training images once) and then warm. ``--spin`` starts a
 neighbour process that spins on one core for the whole measurement (the "busy neighbour").
-Prints the median and range of the wall time and of the CPU time (parent and worker).
+Prints the median and range of the wall time and of the CPU time (parent and worker). Then
+the cost of the worker process: ``verify(..., isolate=True)`` against ``isolate=False`` (judged
+in this process), side by side in one process, warm.
 """
 from __future__ import annotations
 
@@ -45,6 +47,24 @@ def _row(name, samples):
           f"cpu median {statistics.median(cpus):5.2f} s, {len(samples)} runs")
 
 
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _isolation(data, name: str, runs: int) -> None:
+    from verification import verify
+
+    verify(FUNCTION, data=data)                                       # warm
+    for isolate in (False, True):
+        samples = []
+        for _ in range(runs):
+            cpu, start = _cpu(), time.perf_counter()
+            assert verify(FUNCTION, data=data, isolate=isolate).passed
+            samples.append((time.perf_counter() - start, _cpu() - cpu))
+        _row(f"{name}, isolate={isolate}", samples)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cifar", default=None, help="CIFAR-10 python-version folder (optional)")
@@ -66,6 +86,12 @@ def main() -> None:
                 _row("cifar10, empty cache", cold)
                 _run(cifar, cache)                                      # fill the cache
                 _row("cifar10, warm cache", [_run(cifar, cache) for _ in range(args.runs)])
+            os.environ["TORCH_SVM_CACHE_DIR"] = cache
+            from verification import load_verify_data
+
+            _isolation(load_verify_data("digits"), "digits in-process", args.runs)
+            if args.cifar:
+                _isolation(load_verify_data("cifar10", args.cifar), "cifar10 in-process", args.runs)
     finally:
         if spinner is not None:
             spinner.kill()
