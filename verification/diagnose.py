@@ -46,7 +46,7 @@ __all__ = ["Diagnosis", "diagnose", "RESIDUAL_LIMIT"]
 #: A pattern explains a difference when the least-squares residual is below this share of it.
 RESIDUAL_LIMIT = 0.05
 #: The per-example fit solves an N x N system: skipped above this many examples.
-_MAX_EXAMPLES = 3000
+_MAX_EXAMPLES = 1000
 _F64 = torch.float64
 
 
