@@ -59,7 +59,7 @@ from verification.points import active_share, cached_points, default_points
 from verification.usercode import (BACKENDS, UserCodeError, check_signature, function_name,
                                    load_function)
 from verification.verdict import CodeFailure, PointInfo, VerifyReport, worst_coordinates
-from verification.worker import InProcess, Worker
+from verification.worker import CapturedOutput, InProcess, Worker
 
 __all__ = ["VerifyConfig", "verify", "default_points", "REG_CONVENTIONS"]
 
@@ -171,11 +171,18 @@ def _user_data(X: Any, y: Any, W: Any) -> Tuple[VerifyData, Optional[torch.Tenso
     return VerifyData(X, y, probe.shape[1], f"your data ({X.shape[0]} examples)"), start
 
 
+#: Up to this N * D * C the judge's GEMMs are small enough for one thread to be fastest.
+_ONE_THREAD_SIZE = 10**8
+
+
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """The judge's GEMMs are small: one thread (two on a busy 2-core machine are ~10x slower)."""
+def _small_problem_threads(size: int) -> Iterator[None]:
+    """One torch thread while judging a problem of ``size = N D C`` up to :data:`_ONE_THREAD_SIZE`
+    (CIFAR-10's dev set is 1.5e7): with other work on a 2-core machine, two threads made these
+    small GEMMs an order of magnitude slower. Larger problems keep torch's setting."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if size <= _ONE_THREAD_SIZE:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -230,20 +237,31 @@ def verify(fn: Union[Callable, str], X: Any = None, y: Any = None, W: Any = None
         if not callable(fn):
             raise TypeError(f"fn must be a function or 'PATH.py:FUNC', got {type(fn).__name__}")
         check_signature(fn, function_name(fn))
-    with _one_thread():
-        start = None
-        if X is not None or y is not None:
-            if X is None or y is None or data is not None:
-                raise ValueError("pass X and y together, and not with data")
-            data, start = _user_data(X, y, W)
-        elif W is not None:
-            raise ValueError("W needs your X and y too: verify(f, X=X_dev, y=y_dev, W=W)")
-        data = data or load_verify_data("digits", seed=config.seed)
-        if points is None:
-            points = (default_points(data.X.to(_INPUT_DTYPES[config.dtype]), data.y, data.num_classes,
-                                     config.delta, config.seed, start=start)
-                      if start is not None or data.cache_key is None else cached_points(data, config.delta, config.dtype, config.seed))
+    start = None
+    if X is not None or y is not None:
+        if X is None or y is None or data is not None:
+            raise ValueError("pass X and y together, and not with data")
+        data, start = _user_data(X, y, W)
+    elif W is not None:
+        raise ValueError("W needs your X and y too: verify(f, X=X_dev, y=y_dev, W=W)")
+    data = data or load_verify_data("digits", seed=config.seed)
+    with _small_problem_threads(data.X.shape[0] * data.X.shape[1] * data.num_classes):
+        if points is None and (start is not None or data.cache_key is None):
+            points = default_points(data.X.to(_INPUT_DTYPES[config.dtype]), data.y,
+                                    data.num_classes, config.delta, config.seed, start=start)
+        elif points is None:
+            points = cached_points(data, config.delta, config.dtype, config.seed)
         return _judge(fn, data, points, config, progress)
+
+
+def _sparse_mask(shape: Tuple[int, int], sparse: Optional[int], seed: int) -> torch.Tensor:
+    """``(D, C)`` bool: every coordinate, or ``sparse`` of them drawn with ``seed``."""
+    numel = shape[0] * shape[1]
+    if sparse is None or sparse >= numel:
+        return torch.ones(shape, dtype=torch.bool)
+    judged = torch.zeros(numel, dtype=torch.bool)
+    judged[torch.randperm(numel, generator=torch.Generator().manual_seed(seed))[:sparse]] = True
+    return judged.reshape(shape)
 
 
 def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -> VerifyReport:
@@ -254,12 +272,7 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
     scale = REG_CONVENTIONS[config.reg_convention]
     _check_finite(Ws, X, y, 0.0, config.delta, 0.0)
     D, C = next(iter(Ws.values())).shape
-    judged = torch.ones(D, C, dtype=torch.bool)
-    if config.sparse is not None and config.sparse < D * C:
-        g = torch.Generator().manual_seed(config.seed)
-        judged = torch.zeros(D * C, dtype=torch.bool)
-        judged[torch.randperm(D * C, generator=g)[:config.sparse]] = True
-        judged = judged.reshape(D, C)
+    judged = _sparse_mask((D, C), config.sparse, config.seed)
     name = fn if isinstance(fn, str) else function_name(fn)
     notes: List[str] = []
     found: Dict[str, Any] = {"backend": config.backend, "dtypes": set(), "loss_types": set()}
@@ -297,13 +310,10 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
                 check(point, regs[1])
                 bar.update(1)
     except UserCodeError as exc:
-        output = caller.close() if caller is not None else None
-        report = VerifyReport(function=name, data=data.description,
-                              error=CodeFailure(str(exc), exc.user_traceback, exc.hint),
-                              isolated=isinstance(caller, Worker), notes=notes)
-        if output is not None:
-            report.output = output
-        return report
+        return VerifyReport(function=name, data=data.description,
+                            error=CodeFailure(str(exc), exc.user_traceback, exc.hint),
+                            isolated=isinstance(caller, Worker), notes=notes,
+                            output=caller.close() if caller is not None else CapturedOutput())
     except BaseException:
         if caller is not None:
             caller.close()
