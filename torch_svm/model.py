@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -178,7 +179,9 @@ def load_checkpoint(path: Union[str, Path], *, device: Union[str, torch.device] 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {shown!r} does not exist or is not a regular file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():      # torch warns about odd pickle protocols: we refuse or accept
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # untrusted input: any failure means a bad file
         raise CheckpointError(f"checkpoint {shown!r} was refused by weights_only loading "
                               f"(corrupt, or not a torch-svm checkpoint; nothing in it was run): "
