@@ -18,7 +18,7 @@ import torch
 from torch_svm.data import DATASETS, SPLIT_DEFAULTS, DataConfig, Dataset, load_dataset
 from torch_svm.errors import UsageError
 from torch_svm.model import GRADS
-from torch_svm.train import DEFAULT_HYPERS, SAMPLINGS, SCHEDULES, TrainConfig
+from torch_svm.train import DEFAULT_HYPERS, MAX_ITERS, SAMPLINGS, SCHEDULES, TrainConfig
 from torch_svm.utils import DTYPES, clip, jsonable
 
 EXIT_STATUS = ("exit status: 0 on success; 2 on bad input, unreadable data or checkpoint, or a "
@@ -73,8 +73,6 @@ def float_flag(min: Optional[float] = None, max: Optional[float] = None, *,
     return parse
 
 
-positive_int = int_flag(1, 10**9)
-finite_float = float_flag()
 seed_flag = int_flag(0, MAX_SEED)
 
 
@@ -154,7 +152,7 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
         p.add_argument("--reg", type=float_flag(0, 1e30), default=None,
                        help=f"L2 regularization strength, the loss's reg*sum(W^2) (default: per "
                             f"data set: {per_data})")
-        p.add_argument("--iters", type=int_flag(1, 10**8), default=d.iters, help="SGD iterations")
+        p.add_argument("--iters", type=int_flag(1, MAX_ITERS), default=d.iters, help="SGD iterations")
     p.add_argument("--batch-size", type=int_flag(1, 10**7), default=d.batch_size,
                    help="minibatch size")
     p.add_argument("--momentum", type=float_flag(0, 1, max_open=True), default=d.momentum,
@@ -162,7 +160,7 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help="learning-rate schedule: step multiplies by --lr-gamma every --lr-step "
                         "iterations; cosine anneals to 0 over the run")
-    p.add_argument("--lr-step", type=int_flag(1, 10**8), default=d.lr_step,
+    p.add_argument("--lr-step", type=int_flag(1, MAX_ITERS), default=d.lr_step,
                    help="--schedule step period")
     p.add_argument("--lr-gamma", type=float_flag(0, 1, min_open=True), default=d.lr_gamma,
                    help="--schedule step factor")
@@ -175,7 +173,7 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
     p.add_argument("--grad", choices=tuple(GRADS), default=d.grad,
                    help="backward: hand-written gradient, torch.autograd, or PyTorch's "
                         "multi_margin_loss")
-    p.add_argument("--log-every", type=int_flag(1, 10**8), default=d.log_every,
+    p.add_argument("--log-every", type=int_flag(1, MAX_ITERS), default=d.log_every,
                    help="iterations between loss read-backs and divergence checks (each a sync)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of the data and W")
