@@ -1,11 +1,12 @@
-"""Small shared helpers: seeding, device and dtype resolution, argument checks, progress bars,
-atomic writes."""
+"""Small shared helpers: seeding, device and dtype resolution, argument checks, clipped
+values for messages, progress bars, atomic writes."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import random
+import reprlib
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 __all__ = ["set_seed", "resolve_device", "resolve_dtype", "progress", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "jsonable", "DTYPES", "clip", "check_int",
-           "check_real", "check_choice", "check_memory"]
+           "check_real", "check_choice", "check_memory", "clipped_repr"]
 
 #: Names accepted wherever a dtype is given as a string (CLI flags, configs).
 DTYPES = {
@@ -190,3 +191,26 @@ def jsonable(obj: Any) -> Any:
 def atomic_write_json(path: Union[str, Path], obj: Any) -> Path:
     """Strict JSON (through :func:`jsonable`), written atomically."""
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+class _ClippedRepr(reprlib.Repr):
+    """reprlib, which bounds containers and str, made to bound bytes too (cut before their
+    repr is made) and to name huge ints by size (repr of one over 4300 digits raises)."""
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return self.repr_str(x, level)
+
+    repr_bytearray = repr_bytes
+
+    def repr_int(self, x: int, level: int) -> str:
+        return f"<int of {x.bit_length()} bits>" if x.bit_length() > 256 else repr(x)
+
+
+def clipped_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` in at most ``limit`` characters, made without ever building the full
+    repr: for messages that echo values from untrusted files (a 30 MB string, a list of a
+    million names, an int of a million digits)."""
+    r = _ClippedRepr()
+    r.maxstring = r.maxother = limit
+    r.maxlevel = 3
+    return clip(r.repr(value), limit)
