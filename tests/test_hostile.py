@@ -1,9 +1,9 @@
-"""Hostile inputs (issue 14): CIFAR-10 files built to crash or exhaust the reader.
+"""Hostile inputs (issue 14): CIFAR-10 files built to crash, hang or exhaust the reader.
 
 Each hostile file must be refused with one line naming the file and what was wrong (the value
 clipped), with nothing allocated beyond the file's size, and with exit code 2 from the CLI.
 The files are written opcode by opcode (nothing is unpickled here), and they are all read in
-one worker subprocess: a regression (a segfault, a 3 GB allocation) then fails the
+one worker subprocess: a regression (a segfault, a hang, a 3 GB allocation) then fails the
 tests that expected a refusal instead of taking the test run down.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def _archive(root: Path, **files: bytes) -> Path:
 
 
 def _replaced(member: str, make: Callable[[Path], None]) -> Callable[[Path], Path]:
-    """A folder whose ``member`` is made by ``make(path)``."""
+    """A folder whose ``member`` is made by ``make(path)`` (a FIFO, a socket, ...)."""
     def setup(root: Path) -> Path:
         _folder(root)
         path = root / "cifar-10-batches-py" / member
@@ -146,6 +147,13 @@ def _replaced(member: str, make: Callable[[Path], None]) -> Callable[[Path], Pat
         make(path)
         return root
     return setup
+
+
+def _socket(path: Path) -> None:
+    """A Unix socket file at ``path`` (bound at a short path: socket paths are limited)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as short, socket.socket(socket.AF_UNIX) as s:
+        s.bind(os.path.join(short, "s"))
+        os.rename(os.path.join(short, "s"), path)
 
 
 def _oversized_member(root: Path) -> Path:
@@ -286,6 +294,19 @@ HOSTILE: Dict[str, Tuple[Callable[[Path], Path], str, str]] = {
     "a-100kB-class-name": (
         lambda r: _folder(r, **{"batches.meta": _meta(_list(*map(_str, CLASSES[:9] + [b"z" * 100_000])))}),
         _FORMAT, r"batches.meta: 'label_names' must be a list of 10 class names"),
+    # 4. not regular files (a FIFO hung the old reader forever)
+    "fifo-as-batch": (_replaced("data_batch_1", os.mkfifo), _FORMAT,
+                      r"data_batch_1: is a FIFO, not a regular file"),
+    "fifo-as-archive": (lambda r: (os.mkfifo(r / "cifar-10-python.tar.gz"), r)[1], _FORMAT,
+                        r"cifar-10-python.tar.gz: is a FIFO, not a regular file"),
+    "device-as-batch": (_replaced("data_batch_1", lambda p: os.symlink("/dev/zero", p)), _FORMAT,
+                        r"data_batch_1: is a character device, not a regular file"),
+    "folder-as-batch": (_replaced("test_batch", os.mkdir), _FORMAT,
+                        r"test_batch: is a folder, not a regular file"),
+    "folder-as-archive": (lambda r: (os.mkdir(r / "cifar-10-python.tar.gz"), r)[1], _FORMAT,
+                          r"cifar-10-python.tar.gz: is a folder, not a regular file"),
+    "socket-as-batch": (_replaced("data_batch_1", _socket), _FORMAT,
+                        r"data_batch_1: is a socket, not a regular file"),
     # sizes
     "65MB-batch": (_replaced("data_batch_1", _sparse), _FORMAT,
                    r"data_batch_1: 68157440 bytes, more than the 67108864 a CIFAR-10 file may have"),

@@ -13,7 +13,9 @@ of ints and plain integer numpy arrays) and checks each step before numpy sees a
 - an array's bytes must match its declared shape exactly (no zero strides, no short or long
   buffers), and BUILD (set state) applies to those stand-ins only;
 - a file is at most 64 MiB and 100,000 opcodes, and declared lengths are checked against the
-  bytes present, so a small file cannot make a large allocation.
+  bytes present, so a small file cannot make a large allocation;
+- only regular files are opened: a FIFO, device or socket named like a CIFAR file is refused,
+  never waited on.
 
 Refusals raise :class:`UnsafePickleError`; safe files that are not CIFAR-10 (shapes, labels,
 class names) raise :class:`~torch_svm.errors.DataFormatError`. Both name the file and echo the
@@ -29,11 +31,12 @@ import math
 import os
 import pickle
 import re
+import stat
 import struct
 import tarfile
 import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -82,7 +85,7 @@ def read_cifar10(data_dir: Union[str, Path]
     Raises:
         FileNotFoundError: nothing at ``data_dir``, or a CIFAR file missing (names it).
         UnsafePickleError: a file tried something a CIFAR-10 pickle never does (names the file).
-        DataFormatError: a file is not CIFAR-10 (names the file and
+        DataFormatError: a file is not a regular file, or not CIFAR-10 (names the file and
             echoes the bad value, clipped).
     """
     source = locate_cifar10(data_dir)
@@ -96,11 +99,16 @@ def read_cifar10(data_dir: Union[str, Path]
 
 
 def locate_cifar10(data_dir: Union[str, Path], quiet: bool = False) -> Optional[Path]:
-    """The ``cifar-10-batches-py`` folder or the archive that ``data_dir`` points at."""
+    """The ``cifar-10-batches-py`` folder or the archive that ``data_dir`` points at.
+
+    Only names are looked at here (nothing is opened), so a FIFO or device with a CIFAR name is
+    found, then refused when read.
+    """
     path = Path(data_dir).expanduser()
-    candidates = [path] if path.is_file() else [
-        path if (path / "data_batch_1").exists() or path.name == _CIFAR_FOLDER else None,
-        path / _CIFAR_FOLDER, path / CIFAR10_ARCHIVE]
+    if path.exists() and not path.is_dir():
+        return path
+    candidates = [path if os.path.lexists(path / "data_batch_1") or path.name == _CIFAR_FOLDER
+                  else None, path / _CIFAR_FOLDER, path / CIFAR10_ARCHIVE]
     for c in candidates:
         if c is not None and c.exists():
             return c
@@ -124,17 +132,18 @@ def _members(source: Path) -> Iterator[Tuple[str, bytes, str]]:
 
     Each file's size is checked before it is read whole. The archive is read as a stream in
     one pass (gzip cannot seek back cheaply); a missing file raises FileNotFoundError naming it.
+    A folder named like the archive is refused as one.
     """
-    if source.is_dir():
+    if source.is_dir() and source.name != CIFAR10_ARCHIVE:
         for member in _CIFAR_FILES:
             path = source / member
-            if not path.is_file():
+            if not os.path.lexists(path):
                 raise FileNotFoundError(f"CIFAR-10 file {str(path)!r} is missing: expected "
                                         f"{', '.join(_CIFAR_FILES)} in {str(source)!r}")
             yield member, _read_file(path), str(path)
         return
     seen = set()
-    with open(source, "rb") as fh:
+    with _open_regular(source) as fh:
         try:
             with tarfile.open(fileobj=fh, mode="r|*") as tar:
                 for info in tar:
@@ -156,9 +165,29 @@ def _members(source: Path) -> Iterator[Tuple[str, bytes, str]]:
                                 f"(expected {_CIFAR_FOLDER}/{{{','.join(_CIFAR_FILES)}}})")
 
 
+_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file, else DataFormatError naming what it
+    is. Checked twice: by name first (a socket cannot be opened at all), then on what was
+    opened, with O_NONBLOCK so that a FIFO swapped in meanwhile cannot make the open wait."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return os.fdopen(fd, "rb")
+        os.close(fd)
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    raise DataFormatError(f"{path}: is {kind}, not a regular file; expected a CIFAR-10 file "
+                          f"({CIFAR10_ARCHIVE} or one of {', '.join(_CIFAR_FILES)})")
+
+
 def _read_file(path: Path) -> bytes:
-    """The content of the file ``path``, its size checked first."""
-    with open(path, "rb") as fh:
+    """The content of ``path``, a regular file, its size checked first."""
+    with _open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         _check_size(size, str(path))
         return fh.read(size)
