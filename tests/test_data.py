@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from torch_svm import cifar10
-from torch_svm.cifar10 import UnsafePickleError, download_cifar10, read_cifar10
+from torch_svm.cifar10 import DownloadError, UnsafePickleError, download_cifar10, read_cifar10
 from torch_svm.data import DataConfig, load_dataset, read_digits
 from torch_svm.errors import DataFormatError
 
@@ -395,6 +395,21 @@ def test_download_checks_md5_before_the_file_appears(tmp_path):
     path = download_cifar10(tmp_path / "b", url=source.as_uri(), md5=good)
     assert path == tmp_path / "b" / "cifar-10-python.tar.gz"
     assert path.read_bytes() == source.read_bytes()
+
+
+def test_download_failure_is_one_line_naming_the_url(tmp_path, monkeypatch):
+    for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)  # the refused connection must be 127.0.0.1's
+    missing = (tmp_path / "nowhere.tar.gz").as_uri()
+    with pytest.raises(DownloadError) as info:
+        download_cifar10(tmp_path / "a", url=missing)
+    message = str(info.value)
+    assert message.startswith(f"download of {missing} failed: [Errno 2] No such file")
+    assert message.endswith("; get the archive by hand and pass --data-dir") and "\n" not in message
+    assert isinstance(info.value, OSError) and "urlopen error" not in message
+    with pytest.raises(DownloadError, match=r"download of http://127.0.0.1:9/x failed: .*refused"):
+        download_cifar10(tmp_path / "a", url="http://127.0.0.1:9/x")  # the discard port: closed
+    assert not (tmp_path / "a" / "cifar-10-python.tar.gz").exists()
 
 
 # ----------------------------------------------------------------------------- real data (opt-in)

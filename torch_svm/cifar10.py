@@ -26,6 +26,7 @@ official archive (md5-checked). Splits and preprocessing are :mod:`torch_svm.dat
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import math
 import os
@@ -34,17 +35,18 @@ import re
 import stat
 import struct
 import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from torch_svm.errors import DataFormatError
+from torch_svm.errors import DataFormatError, TorchSVMError
 from torch_svm.utils import atomic_write_bytes, clip, clipped_repr, progress
 
 __all__ = ["read_cifar10", "locate_cifar10", "download_cifar10", "UnsafePickleError",
-           "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_ARCHIVE", "CIFAR10_SHAPE"]
+           "DownloadError", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_ARCHIVE", "CIFAR10_SHAPE"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -61,12 +63,18 @@ _NUM_CLASSES = 10
 _MAX_NAME = 100                # characters in a class name
 _MAX_FILE_BYTES = 64 << 20     # a real batch is 31 MB: 10000 x 3072 pixels, labels, file names
 _MAX_OPCODES = 100_000         # a real batch has about 30,000 (one or two per label, file name)
+_MAX_DOWNLOAD_BYTES = 512 << 20  # the archive is 163 MB
 
 
 class UnsafePickleError(DataFormatError):
     """A pickle asked for something no CIFAR-10 file needs (a global outside the allowlist, a
     non-integer dtype, an array whose bytes do not match its shape, ...); it was refused before
     anything was run or allocated."""
+
+
+class DownloadError(TorchSVMError, OSError):
+    """Fetching the CIFAR-10 archive failed (no network, an HTTP error, an interrupted or
+    oversized transfer)."""
 
 
 def read_cifar10(data_dir: Union[str, Path]
@@ -550,19 +558,32 @@ def download_cifar10(root: Union[str, Path], *, url: str = CIFAR10_URL,
 
     Kept when already there with the right md5. The md5 is checked before the file appears
     (atomic write), so an interrupted or corrupt download leaves nothing behind.
-    Raises ValueError naming both digests when the md5 does not match.
+
+    Raises:
+        DownloadError (an OSError): the transfer failed; one line naming the URL and why.
+        ValueError: the md5 does not match (names both digests).
     """
     dest = Path(root).expanduser() / CIFAR10_ARCHIVE
     if dest.is_file() and _md5_file(dest) == md5:
         return dest
-    digest, chunks = hashlib.md5(), []
-    with urllib.request.urlopen(url, timeout=60) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with progress(total=total, desc="cifar-10", unit="B", unit_scale=True) as bar:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                chunks.append(chunk)
-                bar.update(len(chunk))
+    digest, chunks, size = hashlib.md5(), [], 0
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with progress(total=total, desc="cifar-10", unit="B", unit_scale=True) as bar:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    size += len(chunk)
+                    if size > _MAX_DOWNLOAD_BYTES:
+                        raise ValueError(f"more than {_MAX_DOWNLOAD_BYTES} bytes, where the "
+                                         "archive has 163 MB")
+                    digest.update(chunk)
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        # URLError's own text is "<urlopen error ...>"; its reason says what went wrong
+        reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
+        raise DownloadError(f"download of {url} failed: {clip(str(reason) or type(exc).__name__)}; "
+                            "get the archive by hand and pass --data-dir") from exc
     if digest.hexdigest() != md5:
         raise ValueError(f"download of {url} has md5 {digest.hexdigest()}, expected {md5}")
     return atomic_write_bytes(dest, b"".join(chunks))
