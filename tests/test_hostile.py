@@ -1,4 +1,5 @@
-"""Hostile inputs (issue 14): CIFAR-10 files built to crash, hang or exhaust the reader.
+"""Hostile inputs (issue 14): CIFAR-10 files built to crash, hang or exhaust the reader, and
+runs killed halfway through writing a folder.
 
 Each hostile file must be refused with one line naming the file and what was wrong (the value
 clipped), with nothing allocated beyond the file's size, and with exit code 2 from the CLI.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -24,7 +26,7 @@ import numpy as np
 import pytest
 
 from torch_svm.cifar10 import read_cifar10
-from torch_svm.utils import clipped_repr
+from torch_svm.utils import atomic_directory, clipped_repr
 
 # ----------------------------------------------------------------------------- pickle opcodes
 # Protocol 2 as Python 2's cPickle wrote the official files; numpy globals under numpy.core.
@@ -433,3 +435,141 @@ def test_honest_files_written_by_hand_load(tmp_path):
 def test_clipped_repr_never_builds_the_full_repr(make, start):
     text = clipped_repr(make())
     assert text.startswith(start) and len(text) <= 200, text
+
+
+# ----------------------------------------------------------------------------- killed runs
+
+
+def _killed(work: Callable[[], None]) -> None:
+    """Run ``work`` in a forked child that SIGKILLs itself where ``work`` says; assert it died so."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            work()
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+
+
+def _contents(folder: Path) -> Dict[str, str]:
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def _siblings(path: Path):
+    return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
+
+
+def test_atomic_directory_replaces_the_folder_whole(tmp_path):
+    out = tmp_path / "run"
+    with atomic_directory(out) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(f".run.tmp-{os.getpid()}-")
+        (tmp / "a").write_text("1")
+        (tmp / "b").write_text("1")
+        assert not out.exists()
+    assert _contents(out) == {"a": "1", "b": "1"} and _siblings(out) == []
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
+    with atomic_directory(out) as tmp:
+        (tmp / "a").write_text("2")
+        assert _contents(out) == {"a": "1", "b": "1"}  # readers see the old folder meanwhile
+    assert _contents(out) == {"a": "2"} and _siblings(out) == []  # b, not rewritten, is gone
+
+
+def test_atomic_directory_leaves_the_folder_on_error(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "a").write_text("old")
+    with pytest.raises(KeyError):
+        with atomic_directory(out) as tmp:
+            (tmp / "a").write_text("new")
+            raise KeyError("boom")
+    assert _contents(out) == {"a": "old"} and _siblings(out) == []
+    calls = []
+
+    def second_rename_fails(src, dst, rename=os.rename):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise PermissionError("no")
+        rename(src, dst)
+    monkeypatch.setattr(os, "rename", second_rename_fails)
+    with pytest.raises(PermissionError):
+        with atomic_directory(out) as tmp:
+            (tmp / "a").write_text("new")
+    monkeypatch.undo()
+    assert _contents(out) == {"a": "old"} and _siblings(out) == []  # the old folder put back
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="file.*is not a folder"):
+        with atomic_directory(tmp_path / "file"):
+            pass
+
+
+def test_atomic_directory_after_kill_9_mid_write(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "a").write_text("old")
+
+    def write_then_die():
+        with atomic_directory(out) as tmp:
+            (tmp / "a").write_text("new")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    _killed(write_then_die)
+    assert _contents(out) == {"a": "old"}  # the old folder, complete
+    [left] = _siblings(out)
+    assert re.fullmatch(r"\.run\.tmp-\d+-\w+", left)
+    with atomic_directory(out) as tmp:      # the next run cleans up first
+        assert _siblings(out) == [tmp.name]
+        (tmp / "a").write_text("next")
+    assert _contents(out) == {"a": "next"} and _siblings(out) == []
+
+
+def test_atomic_directory_after_kill_9_between_the_renames(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "a").write_text("old")
+
+    def die_after_first_rename():
+        rename = os.rename
+
+        def rename_then_die(src, dst):
+            rename(src, dst)
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.rename = rename_then_die  # in the child only
+        with atomic_directory(out) as tmp:
+            (tmp / "a").write_text("new")
+
+    _killed(die_after_first_rename)
+    assert not out.exists()  # the worst moment: the old folder sits under its trash name
+    trash = [p for p in tmp_path.iterdir() if ".trash-" in p.name]
+    assert len(trash) == 1 and _contents(trash[0]) == {"a": "old"}
+    with pytest.raises(KeyError):
+        with atomic_directory(out) as tmp:  # the next run puts it back first, even if it fails
+            assert _contents(out) == {"a": "old"} and _siblings(out) == [tmp.name]
+            raise KeyError("boom")
+    assert _contents(out) == {"a": "old"} and _siblings(out) == []
+
+
+def test_atomic_directory_cleans_only_its_own_leftovers_of_dead_runs(tmp_path):
+    out = tmp_path / "run"
+    dead = _dead_pid()
+    keep = [f".run.tmp-{os.getpid()}-live", ".run.tmp-notes", ".other.tmp-1-x", "run.tmp-1-x"]
+    for name in keep + [f".run.tmp-{dead}-abc", f".run.trash-{dead}-def"]:
+        (tmp_path / name).mkdir()
+    (tmp_path / f".run.trash-{dead}-def" / "a").write_text("old")
+    with atomic_directory(out) as tmp:
+        (tmp / "a").write_text("new")
+    # path was missing, so the dead run's trash was put back first, then replaced
+    assert _contents(out) == {"a": "new"}
+    assert _siblings(out) == sorted(keep)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
