@@ -91,3 +91,22 @@ def test_a_fifo_is_not_read(tmp_path, capsys):
     os.mkfifo(fifo)
     code, _, err = run_cli(capsys, "evaluate", str(fifo))             # would block if opened
     assert code == 2 and len(err) == 1 and "not a regular file" in err[0]
+
+
+def test_out_with_foreign_files_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    code, _, err = run_cli(capsys, "train", "--iters", "5", "--out", str(out))
+    assert code == 2 and len(err) == 1 and "--out" in err[0] and "thesis.tex" in err[0]
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_a_run_replaces_its_folder_whole_and_leaves_no_temporaries(tmp_path, capsys):
+    out = tmp_path / "run"
+    for iters in ("5", "6"):
+        assert run_cli(capsys, "train", "--iters", iters, "--out", str(out), "--json")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["loss.png", "metrics.json", "model.pt", "weights.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]          # no .run.tmp-* / .run.trash-*
+    import json
+    assert json.loads((out / "metrics.json").read_text())["iters"] == 6

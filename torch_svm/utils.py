@@ -10,17 +10,18 @@ import random
 import re
 import reprlib
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import IO, Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
 __all__ = ["set_seed", "resolve_device", "resolve_dtype", "progress", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "jsonable", "DTYPES", "clip", "check_int",
-           "check_real", "check_choice", "check_memory", "clipped_repr", "atomic_directory"]
+           "check_real", "check_choice", "check_memory", "clipped_repr", "describe", "open_regular", "atomic_directory"]
 
 #: Names accepted wherever a dtype is given as a string (CLI flags, configs).
 DTYPES = {
@@ -217,6 +218,34 @@ def clipped_repr(value: Any, limit: int = 200) -> str:
     r.maxstring = r.maxother = limit
     r.maxlevel = 3
     return clip(r.repr(value), limit)
+
+
+def describe(value: Any) -> str:
+    """A value from a file, for an error message: its type, length and clipped repr."""
+    size = f" of length {len(value)}" if isinstance(value, (list, tuple, dict, str, bytes)) else ""
+    return f"{type(value).__name__}{size}: {clipped_repr(value)}"
+
+
+_FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def open_regular(path: Union[str, Path], *, expected: str = "a regular file") -> IO[bytes]:
+    """``path`` opened for binary reading if it is a regular file, else DataFormatError naming
+    what it is (FileNotFoundError when missing). Checked twice: by name first (a socket cannot
+    be opened at all), then on what was opened, with O_NONBLOCK so that a FIFO swapped in
+    meanwhile cannot make the open wait."""
+    from torch_svm.errors import DataFormatError
+
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return os.fdopen(fd, "rb")
+        os.close(fd)
+    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    raise DataFormatError(f"{clip(str(path), 200)}: is {kind}, not a regular file; expected {expected}")
 
 
 @contextlib.contextmanager

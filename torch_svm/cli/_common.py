@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import math
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import torch
 
@@ -217,16 +218,30 @@ def train_config(args, **overrides: Any) -> TrainConfig:
     return TrainConfig(**fields)
 
 
-def check_out(out: Optional[str]) -> Optional[Path]:
-    """Check ``--out`` before any work: a folder that exists or can be created, and can be
-    written. Raises UsageError naming ``--out``."""
+#: What train and tune write into --out (a folder holding anything else is not replaced).
+RUN_FILES = ("model.pt", "metrics.json", "loss.png", "weights.png", "tune.png")
+
+
+def check_out(out: Optional[str], produces: Iterable[str] = RUN_FILES) -> Optional[Path]:
+    """Check ``--out`` before any work: a folder that exists or can be created, can be written,
+    and holds nothing but what a run writes (``produces``, names or glob patterns), because a
+    run replaces the folder whole (:func:`torch_svm.utils.atomic_directory`). Raises UsageError
+    naming ``--out``."""
     if out is None:
         return None
     if not out.strip():
         raise UsageError("--out must name a folder, got ''")
     path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise UsageError(f"--out {clip(out, 200)!r} exists and is not a folder")
+    if path.is_dir():
+        patterns = tuple(produces)
+        foreign = sorted(p.name for p in path.iterdir()
+                         if p.is_dir() or not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
+        if foreign:
+            raise UsageError(f"--out {clip(out, 200)!r} holds files torch-svm did not write "
+                             f"({clip(', '.join(foreign[:3]), 100)}{', ...' if len(foreign) > 3 else ''}); "
+                             f"a run replaces the folder whole, so choose a new or empty folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

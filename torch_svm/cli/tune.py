@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Callable, List
 
 from torch_svm.cli._common import (add_data_args, add_train_args, check_out, int_flag, load_data,
                                    new_parser, print_json, set_threads, train_config)
 from torch_svm.cli.train import summary
 from torch_svm.train import MAX_ITERS, save_run
-from torch_svm.utils import clip
+from torch_svm.utils import atomic_directory, clip
 from torch_svm.tune import DEFAULT_GRIDS, TuneConfig, parse_values, tune
 
 
@@ -72,8 +71,9 @@ def run(args) -> int:
     if out is not None:
         from torch_svm.plots import plot_tune
 
-        save_run(out, data, best, metrics)
-        plot_tune(result.table, Path(out) / "tune.png")
+        with atomic_directory(out) as folder:      # readers see the old run or this one, whole
+            save_run(folder, data, best, metrics)
+            plot_tune(result.table, folder / "tune.png")
     if args.json:
         print_json(metrics)
         return 0
