@@ -6,6 +6,7 @@ good files that load (``test_matches_in_memory_reference`` and friends).
 """
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
 
@@ -354,3 +355,21 @@ def test_streaming_keeps_the_resident_set_bounded(tmp_path):
     assert after["RssFile"] - before["RssFile"] < 16 and after["RssAnon"] - before["RssAnon"] < 16
     plain = np.load(folder / "X.npy", mmap_mode="r")
     assert _peak_growth(lambda: plain.sum(dtype=np.float64)) > 80
+
+
+# ----------------------------------------------------------------------------- python -m torch_svm
+
+
+def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    """``python -m torch_svm`` is the torch-svm command line (run in-process: no torch start-up)."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["torch_svm", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("torch_svm", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "usage: torch-svm" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["torch_svm", "no-such-command"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("torch_svm", run_name="__main__")
+    assert exit_info.value.code == 2
