@@ -56,8 +56,10 @@ ds = holder["ds"]
 step("features", lambda: sum(int(y.shape[0]) for _, y in ds.features("train")))
 gen = torch.Generator().manual_seed(0)
 n = ds.num_examples("train")
-step("batches", lambda: [ds.batch("train", torch.randint(n, (200,), generator=gen))
-                         for _ in range(200)])
+def batches():
+    for _ in range(200):  # each batch dropped before the next, as a training loop does
+        ds.batch("train", torch.randint(n, (200,), generator=gen))
+step("batches", batches)
 if not path.endswith(".npz"):  # a folder: the same X.npy, read the plain way
     X = np.load(path + "/X.npy", mmap_mode="r")
     step("plain read", lambda: float(X.sum(dtype=np.float64)))

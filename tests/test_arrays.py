@@ -161,6 +161,32 @@ def test_arrays_are_views_of_a_map_not_copies(tmp_path):
         np.testing.assert_array_equal(ds._splits["val"].y.array, z["y_val"])
 
 
+def test_digits_as_a_file_reproduce_load_dataset(tmp_path, one_thread):
+    """The embedded digits written as a data file (splits as load_dataset cuts them) give the
+    same inputs as load_dataset("digits"), and train() runs on them: the CLI's future path."""
+    from torch_svm.data import load_dataset, read_digits
+    from torch_svm.train import TrainConfig, train
+
+    images, labels, _ = read_digits()
+    flat = images.reshape(len(images), -1)                   # (1797, 64) uint8
+    path = _save(tmp_path, "npz", X=flat[:1297], y=labels[:1297], X_val=flat[1297:1497],
+                 y_val=labels[1297:1497], X_test=flat[1497:], y_test=labels[1497:],
+                 class_names=np.array([str(d) for d in range(10)]))
+    ours = load_arrays(path, ArrayConfig(num_dev=100)).to_dataset()
+    ref = load_dataset("digits")
+    for split in ("train", "val", "test"):  # centred in float64 here, in float32 there: 1 ulp
+        torch.testing.assert_close(getattr(ours, f"X_{split}"), getattr(ref, f"X_{split}"),
+                                   rtol=0, atol=2e-6)
+        assert torch.equal(getattr(ours, f"y_{split}"), getattr(ref, f"y_{split}"))
+    assert ours.class_names == ref.class_names
+    torch.testing.assert_close(ours.mean_image, ref.mean_image, rtol=1e-7, atol=0)
+    dev = np.random.default_rng(0).choice(1297, 100, replace=False)  # load_dataset's draw
+    torch.testing.assert_close(ours.X_dev, ref.X_train[np.sort(dev)], rtol=0, atol=2e-6)
+    config = TrainConfig(lr=1e-3, reg=1.0, iters=100, device="cpu")
+    a, b = train(ours, config), train(ref, config)
+    assert abs(a.val_accuracy - b.val_accuracy) <= 0.01 and a.val_accuracy > 0.85
+
+
 def test_to_dataset_refuses_a_large_file(tmp_path):
     X, y = _arrays()
     ds = load_arrays(_save(tmp_path, "npz", X=X, y=y))

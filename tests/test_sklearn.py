@@ -24,7 +24,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from torch_svm.sklearn import LinearSVMClassifier  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = dict(iters=100, lr=0.1, random_state=0)   # converged on these small, easy sets
+FAST = dict(iters=50, lr=0.3, random_state=0)   # converged on these small, easy sets
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +70,20 @@ def test_inside_a_pipeline_equals_its_own_standardization(iris):
 def test_grid_search(iris):
     X, X_te, y, y_te = iris
     search = GridSearchCV(LinearSVMClassifier(**FAST),
-                          {"lr": [1e-4, 0.1], "reg": [1e-4, 0.1]}, cv=3).fit(X, y)
+                          {"lr": [1e-4, 0.3], "reg": [1e-4, 0.1]}, cv=3).fit(X, y)
     assert len(search.cv_results_["params"]) == 4
-    assert search.best_params_["lr"] == 0.1 and search.best_score_ > 0.85
+    assert search.best_params_["lr"] == 0.3 and search.best_score_ > 0.85
     assert search.score(X_te, y_te) > 0.85
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # older liblinear
 def test_accuracy_is_close_to_linear_svc():
     """digits, standardized: within 3 points of LinearSVC's test accuracy (0.96 or so)."""
     X, y = load_digits(return_X_y=True)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     scaler = StandardScaler().fit(X_tr)
     reference = LinearSVC(random_state=0).fit(scaler.transform(X_tr), y_tr)
-    ours = LinearSVMClassifier(iters=300, random_state=0).fit(X_tr, y_tr)
+    ours = LinearSVMClassifier(iters=150, lr=0.1, random_state=0).fit(X_tr, y_tr)
     assert ours.score(X_te, y_te) > reference.score(scaler.transform(X_te), y_te) - 0.03
 
 
@@ -100,20 +101,20 @@ def test_any_labels():
 
 def test_partial_fit_continues_from_W(iris):
     X, X_te, y, y_te = iris
-    clf = LinearSVMClassifier(batch_size=32, lr=0.1, random_state=0)
+    clf = LinearSVMClassifier(batch_size=32, lr=0.3, random_state=0)
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
         clf.partial_fit(X, y)
     clf.partial_fit(X[:50], y[:50], classes=[0, 1, 2])
     assert clf.n_iter_ == 2 and clf.t_ == 2                  # one epoch: ceil(50 / 32) steps
     first = clf.W_.copy()
     np.testing.assert_allclose(clf.mean_, X[:50].mean(axis=0))  # fixed by the first call
-    for _ in range(20):
+    for _ in range(8):
         clf.partial_fit(X, y)
-    assert clf.t_ == 2 + 20 * 4 and not np.allclose(clf.W_, first)
+    assert clf.t_ == 2 + 8 * 4 and not np.allclose(clf.W_, first)
     np.testing.assert_allclose(clf.mean_, X[:50].mean(axis=0))
     assert clf.score(X_te, y_te) > 0.85
     # the same epoch from the same W with a fresh estimator: continuing really starts from W
-    fresh = LinearSVMClassifier(batch_size=32, lr=0.1, random_state=0).partial_fit(X[:50], y[:50],
+    fresh = LinearSVMClassifier(batch_size=32, lr=0.3, random_state=0).partial_fit(X[:50], y[:50],
                                                                           classes=[0, 1, 2])
     np.testing.assert_array_equal(fresh.W_, first)
     with pytest.raises(ValueError, match=r"y holds labels that are not in classes_ \[0, 1, 2\]: \[7\]"):
@@ -162,9 +163,9 @@ def test_bad_hyperparameters_are_named(iris, params, message):
 def test_numpy_integer_hyperparameters_work(iris):
     """GridSearchCV over np.arange gives numpy scalars."""
     X, _, y, _ = iris
-    clf = LinearSVMClassifier(iters=np.int64(50), batch_size=np.int32(64), lr=np.float32(0.01),
+    clf = LinearSVMClassifier(iters=np.int64(5), batch_size=np.int32(64), lr=np.float32(0.01),
                               random_state=0).fit(X, y)
-    assert clf.n_iter_ == 50
+    assert clf.n_iter_ == 5
 
 
 def test_scikit_learn_stays_optional():

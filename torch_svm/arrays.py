@@ -58,6 +58,7 @@ _SPLIT_FRACTION = 0.1   # of X's rows, drawn for val and for test when the file 
 _NUM_DEV = 500          # dev rows when num_dev is None (capped at the train rows)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _MAX_HEADER = 1 << 16   # bytes read to parse a .npy header (numpy's own limit is 10000)
+_GATHER_ROWS = 32       # batch rows read between two releases of their pages (see batch)
 
 
 @dataclass
@@ -283,7 +284,9 @@ class ArrayDataset:
 
         ``idx: (B,)`` positions in the split, in any order, repeats allowed (a tensor on any
         device, or an array); row ``i`` of the result is position ``idx[i]``. The rows are read
-        from the map in file order, so a batch touches each page once.
+        from the map in file order, so a batch touches each page once, 32 rows at a time with
+        their pages released after each group: a fault may map a whole page-cache folio (up
+        to a few MiB on recent kernels), so this bounds the pages a batch holds at once.
         """
         s = self._split(split)
         pos = idx.detach().cpu().numpy() if isinstance(idx, Tensor) else np.asarray(idx)
@@ -296,9 +299,10 @@ class ArrayDataset:
         rows = s.file_rows(pos.astype(np.int64, copy=False))     # (B,) rows of the file
         order = np.argsort(rows, kind="stable")
         raw = np.empty((len(rows), s.X.array.shape[1]), dtype=s.X.array.dtype)  # (B, D)
-        if len(rows):
-            raw[order] = s.X.array[rows[order]]                   # file order in, asked order out
-            _release(s.X, int(rows[order[0]]), int(rows[order[-1]]) + 1)
+        for start in range(0, len(rows), _GATHER_ROWS):           # file order in, asked order out
+            group = order[start:start + _GATHER_ROWS]
+            raw[group] = s.X.array[rows[group]]
+            _release(s.X, int(rows[group[0]]), int(rows[group[-1]]) + 1)
         return self._inputs(raw, device), self._labels(s.y.array[rows], device)
 
     def features(self, split: str, *, chunk_rows: Optional[int] = None,
