@@ -100,7 +100,7 @@ def test_features_streams_the_split_in_chunks(tmp_path):
         assert [len(c[1]) for c in chunks][:2] == [7, 7]
         assert torch.equal(torch.cat([c[0] for c in chunks]), getattr(data, f"X_{split}"))
         assert torch.equal(torch.cat([c[1] for c in chunks]), getattr(data, f"y_{split}"))
-    with pytest.raises(ValueError, match="chunk_rows must be None or an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="chunk_rows must be an integer >= 1, got 0"):
         next(ds.features("train", chunk_rows=0))
 
 
@@ -187,11 +187,26 @@ def test_digits_as_a_file_reproduce_load_dataset(tmp_path, one_thread):
     assert abs(a.val_accuracy - b.val_accuracy) <= 0.01 and a.val_accuracy > 0.85
 
 
-def test_to_dataset_refuses_a_large_file(tmp_path):
+def test_to_dataset_refuses_what_memory_cannot_hold(tmp_path, monkeypatch):
     X, y = _arrays()
     ds = load_arrays(_save(tmp_path, "npz", X=X, y=y))
-    with pytest.raises(ValueError, match="more than max_bytes=1000.*ArrayDataset.batch"):
-        ds.to_dataset(max_bytes=1000)
+    monkeypatch.setattr("os.sysconf", lambda name: 64 if name == "SC_PHYS_PAGES" else 128)
+    with pytest.raises(ValueError, match=r"to_dataset of .*data.npz \(use ArrayDataset.batch"):
+        ds.to_dataset()
+
+
+def test_the_saved_data_config_cuts_the_same_splits_again(tmp_path):
+    """What a checkpoint records (to_dataset().config) reloads the same rows: evaluate's path."""
+    from dataclasses import asdict
+
+    X, y = _arrays()
+    path = _save(tmp_path, "npz", X=X, y=y)
+    first = load_arrays(path, ArrayConfig(num_train=150, num_dev=20, seed=7, dtype="float64"))
+    saved = asdict(first.to_dataset().config)
+    again = load_arrays(path, ArrayConfig(**saved))
+    for split in SPLITS:
+        assert np.array_equal(again._splits[split].rows, first._splits[split].rows)
+    assert again.config.dtype == "float64"
 
 
 # ----------------------------------------------------------------------------- bad files
@@ -304,12 +319,12 @@ def test_npz_member_with_a_lying_size_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("num_train", 0, "num_train must be None or an integer >= 1, got 0"),
-    ("num_val", -1, "num_val must be None or an integer >= 0, got -1"),
-    ("num_classes", 1, "num_classes must be None or an integer >= 2, got 1"),
+    ("num_train", 0, "num_train must be an integer >= 1, got 0"),
+    ("num_val", -1, "num_val must be an integer >= 0, got -1"),
+    ("num_classes", 1, "num_classes must be an integer >= 2, got 1"),
     ("center", 1, "center must be True or False, got 1"),
     ("dtype", "float16", "dtype must be one of .*got 'float16'"),
-    ("seed", 1.5, "seed must be an integer, got 1.5"),
+    ("seed", -1, "seed must be an integer >= 0 and <= 9223372036854775807, got -1"),
     ("chunk_bytes", 0, "chunk_bytes must be an integer >= 1, got 0"),
     ("class_names", "abc", "class_names must be None or a sequence of strings, got 'abc'"),
 ])

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from torch_svm.data import DataConfig, Dataset
 from torch_svm.errors import DataFormatError
+from torch_svm.utils import check_choice, check_int, check_memory, clip
 
 __all__ = ["ArrayConfig", "ArrayDataset", "load_arrays", "SPLITS"]
 
@@ -84,31 +85,25 @@ class ArrayConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_train", "num_val", "num_test", "num_dev", "num_classes"):
-            value, lowest = getattr(self, name), {"num_train": 1, "num_classes": 2}.get(name, 0)
-            if value is not None and not (_is_int(value) and value >= lowest):
-                raise ValueError(f"{name} must be None or an integer >= {lowest}, got {value!r}")
+            if getattr(self, name) is not None:
+                setattr(self, name, check_int(name, getattr(self, name),
+                                              min={"num_train": 1, "num_classes": 2}.get(name, 0)))
         for name in ("center", "bias", "check_finite"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be True or False, got "
+                                 f"{clip(repr(getattr(self, name)), 100)}")
         if self.class_names is not None:
             if isinstance(self.class_names, str) or not all(
                     isinstance(c, str) for c in self.class_names):
                 raise ValueError(f"class_names must be None or a sequence of strings, "
-                                 f"got {self.class_names!r}")
+                                 f"got {clip(repr(self.class_names), 100)}")
             self.class_names = tuple(self.class_names)
             if self.num_classes is not None and len(self.class_names) != self.num_classes:
                 raise ValueError(f"class_names must name num_classes={self.num_classes} classes, "
                                  f"got {len(self.class_names)}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if not _is_int(self.seed):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        if not (_is_int(self.chunk_bytes) and self.chunk_bytes >= 1):
-            raise ValueError(f"chunk_bytes must be an integer >= 1, got {self.chunk_bytes!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        check_choice("dtype", self.dtype, tuple(_DTYPES))
+        self.seed = check_int("seed", self.seed, min=0, max=2**63 - 1)
+        self.chunk_bytes = check_int("chunk_bytes", self.chunk_bytes, min=1)
 
 
 # ----------------------------------------------------------------------------- mapped arrays
@@ -314,9 +309,7 @@ class ArrayDataset:
         ``config.chunk_bytes`` worth of float64 rows.
         """
         s = self._split(split)
-        step = self._chunk_rows() if chunk_rows is None else chunk_rows
-        if not (_is_int(step) and step >= 1):
-            raise ValueError(f"chunk_rows must be None or an integer >= 1, got {chunk_rows!r}")
+        step = self._chunk_rows() if chunk_rows is None else check_int("chunk_rows", chunk_rows, min=1)
         for start in range(0, s.size, step):
             stop = min(start + step, s.size)
             if s.rows is None:
@@ -329,20 +322,19 @@ class ArrayDataset:
             yield self._inputs(raw, device), self._labels(labels, device)
             _release(s.X, r0, r1)
 
-    def to_dataset(self, *, max_bytes: int = 2**30) -> Dataset:
+    def to_dataset(self) -> Dataset:
         """All splits in memory as the :class:`~torch_svm.data.Dataset` ``load_dataset`` returns.
 
         The same inputs as :meth:`batch` (``mean_image`` is ``mean``, or zeros when not
-        centred; ``image_shape`` is ``(1, D, 1)``). Raises ValueError when train + val + test
-        would take more than ``max_bytes``: train from the map with :meth:`batch` instead.
+        centred; ``image_shape`` is ``(1, D, 1)``), and ``config`` a DataConfig whose fields,
+        passed back as ``ArrayConfig(**asdict(config))``, cut the same splits again. Raises
+        ValueError (:func:`torch_svm.utils.check_memory`) when the splits would need more than
+        half of this machine's memory: train from the map with :meth:`batch` instead.
         """
         D = self.num_features - self.bias
-        need = sum(self.num_examples(s) for s in ("train", "val", "test")) \
-            * self.num_features * np.dtype(self.config.dtype).itemsize
-        if need > max_bytes:
-            raise ValueError(f"to_dataset would hold {need / 2**20:.1f} MiB of {self.name} in "
-                             f"memory, more than max_bytes={max_bytes}; train from the memory map "
-                             f"with ArrayDataset.batch instead, or raise max_bytes")
+        check_memory(f"ArrayDataset.to_dataset of {self.name} (use ArrayDataset.batch instead)",
+                     sum(self.num_examples(s) for s in SPLITS) * self.num_features
+                     * np.dtype(self.config.dtype).itemsize)
         splits = {}
         for split in SPLITS:
             X = torch.empty(self.num_examples(split), self.num_features,

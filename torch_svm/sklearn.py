@@ -11,7 +11,6 @@ values (``classes_``, sorted); they are mapped to ``0..C-1`` for training.
 from __future__ import annotations
 
 import math
-import numbers
 import random
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -36,7 +35,7 @@ except ImportError:  # scikit-learn < 1.6: the same check was a method  # pragma
 from torch_svm.data import DataConfig, Dataset
 from torch_svm.model import LinearSVM
 from torch_svm.train import TrainConfig, train
-from torch_svm.utils import resolve_device
+from torch_svm.utils import check_choice, check_int, clip, resolve_device
 
 __all__ = ["LinearSVMClassifier"]
 
@@ -149,8 +148,7 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
         self._set_classes(np.unique(y))
         self._set_scaling(X)
         self.t_ = 0
-        return self._train(X, np.searchsorted(self.classes_, y), None,
-                           self._positive_int("iters"), "replacement")
+        return self._train(X, np.searchsorted(self.classes_, y), None, self.iters, "replacement")
 
     def partial_fit(self, X, y, classes=None) -> "LinearSVMClassifier":
         """One epoch of SGD over ``X, y`` (``ceil(n_samples / batch_size)`` steps, each row once),
@@ -176,7 +174,7 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
         if unknown.size:
             raise ValueError(f"y holds labels that are not in classes_ "
                              f"{self.classes_.tolist()}: {unknown.tolist()}")
-        iters = math.ceil(len(y) / self._positive_int("batch_size"))
+        iters = math.ceil(len(y) / check_int("batch_size", self.batch_size, min=1))
         return self._train(X, np.searchsorted(self.classes_, y), None if first else self.W_,
                            iters, "epoch")
 
@@ -218,19 +216,16 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
                sampling: str) -> "LinearSVMClassifier":
         """``iters`` SGD steps of torch_svm.train.train from W (None: a fresh one); sets the
         fitted attributes."""
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        bias, dtype, device = self._flag("fit_intercept"), _DTYPES[self.dtype], resolve_device(self.device)
+        bias, device = self._flag("fit_intercept"), resolve_device(self.device)
+        dtype = _DTYPES[check_choice("dtype", self.dtype, tuple(_DTYPES))]
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1) + self.t_) % 2**31
+        config = TrainConfig(lr=self.lr, reg=self.reg, iters=iters, batch_size=self.batch_size,
+                             momentum=self.momentum, sampling=sampling, delta=self.delta, p=self.p,
+                             seed=seed, device=str(device))
         Z = torch.from_numpy((X - self.mean_) / self.scale_).to(dtype)            # (N, D)
         if bias:
             Z = torch.cat([Z, torch.ones(len(Z), 1, dtype=dtype)], dim=1)        # (N, D + 1)
         data = _in_memory(Z, torch.from_numpy(y.astype(np.int64)), len(self.classes_), bias)
-        seed = int(check_random_state(self.random_state).randint(2**31 - 1) + self.t_) % 2**31
-        config = TrainConfig(lr=self._real("lr"), reg=self._real("reg"), iters=iters,
-                             batch_size=self._positive_int("batch_size"),
-                             momentum=self._real("momentum"), sampling=sampling,
-                             delta=self._real("delta"), p=self.p, seed=seed, device=str(device),
-                             log_every=max(1, iters // 10))
         model = None
         if W is not None:
             model = LinearSVM(W.shape[0], W.shape[1], dtype=dtype)
@@ -239,8 +234,8 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
         with _own_rngs(device):
             result = train(data, config, model=model)
         self.W_ = result.model.W.detach().cpu().to(torch.float64).numpy()        # (D', C)
-        self.n_iter_, self.loss_curve_ = iters, result.loss_history
-        self.t_ += iters
+        self.n_iter_, self.loss_curve_ = int(config.iters), result.loss_history
+        self.t_ += self.n_iter_
         d = X.shape[1]
         Wx = self.W_[:d] / self.scale_[:, None]                                   # (D, C) raw units
         b = (self.W_[d] if bias else 0.0) - self.mean_ @ Wx                      # (C,)
@@ -253,20 +248,8 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
     def _flag(self, name: str) -> bool:
         value = getattr(self, name)
         if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
+            raise ValueError(f"{name} must be True or False, got {clip(repr(value), 100)}")
         return bool(value)
-
-    def _real(self, name: str) -> float:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{name} must be a real number, got {value!r}")
-        return float(value)
-
-    def _positive_int(self, name: str) -> int:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        return int(value)
 
 
 def _in_memory(X: torch.Tensor, y: torch.Tensor, num_classes: int, bias: bool) -> Dataset:
