@@ -49,7 +49,7 @@ def plain_multi_margin_loss(x, target, p=1, margin=1.0, weight=None, reduction="
     c = x.shape[-1] if x.dim() else 1
     x2, t = x.reshape(-1, c), target.reshape(-1)                      # (N, C), (N,)
     terms = torch.relu(margin - x2.gather(1, t[:, None]) + x2) ** p   # (N, C)
-    terms = terms * (torch.arange(c) != t[:, None])                   # j = y is not a term
+    terms = terms * (torch.arange(c, device=x.device) != t[:, None])  # j = y is not a term
     per = terms.sum(dim=1) / c
     if weight is not None:
         per = per * weight[t]
@@ -112,11 +112,11 @@ def _check_against_pytorch(x, target, kwargs, dtype, g):
     abs_weight = {**kwargs, "weight": None if weight is None else w_ref.abs()}
     _close(ours, ref, tol, F.multi_margin_loss(x_ref.detach(), target, **abs_weight))
 
-    grad_out = torch.randn(ref.shape, generator=g, dtype=torch.float64).to(ref_dtype)
+    grad_out = torch.randn(ref.shape, generator=g, dtype=torch.float64).to(x.device, ref_dtype)
     grads = torch.autograd.grad(ours, [x_ours] + ([w_ours] if weight is not None else []), grad_out.to(dtype))
     (dx_ref,) = torch.autograd.grad(ref, x_ref, grad_out)
     rows = dx_ref.reshape(-1, x.shape[-1] if x.dim() else 1).shape[0]
-    skip = torch.zeros(rows, dtype=torch.bool)
+    skip = torch.zeros(rows, dtype=torch.bool, device=x.device)
     if dtype in LOW and kwargs.get("p", 1) == 1:
         skip = _kink_rows(x_ref.detach(), target, kwargs.get("margin", 1.0), dtype)
     keep = ~skip
@@ -131,16 +131,14 @@ def _check_against_pytorch(x, target, kwargs, dtype, g):
     return int(keep.sum()), int(skip.sum())
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("source", ["sample_inputs", "reference_inputs"])
-def test_opinfo_inputs_match_pytorch(internals, source, dtype):
-    op, _, _ = internals
+def _check_opinfo_inputs(op, source, dtype, device="cpu"):
+    """Every input of the OpInfo's ``source`` through :func:`_check_against_pytorch`."""
     torch.manual_seed(0)                                       # make_tensor draws from it
     g = torch.Generator().manual_seed(1)
     compared = skipped = 0
     # The generator functions themselves: OpInfo.sample_inputs wraps them in a per-sample reseed
     # that costs more than the checks here.
-    samples = list(getattr(op, f"{source}_func")(op, "cpu", dtype, requires_grad=False))
+    samples = list(getattr(op, f"{source}_func")(op, device, dtype, requires_grad=False))
     assert len(samples) >= 10, f"PyTorch's {source} shrank to {len(samples)}: re-read the OpInfo"
     for i, s in enumerate(samples):
         try:
@@ -150,6 +148,18 @@ def test_opinfo_inputs_match_pytorch(internals, source, dtype):
                                  f"{tuple(s.args[0].shape)} {s.kwargs}: {exc}") from None
         compared, skipped = compared + kept, skipped + skip
     assert skipped <= 0.25 * (compared + skipped)              # the kink exclusion stays rare
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("source", ["sample_inputs", "reference_inputs"])
+def test_opinfo_inputs_match_pytorch(internals, source, dtype):
+    _check_opinfo_inputs(internals[0], source, dtype)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_opinfo_inputs_match_pytorch_on_cuda(internals):
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        _check_opinfo_inputs(internals[0], "reference_inputs", dtype, device="cuda")
 
 
 def _scaled_backward(dx_scale=1.0, dw_scale=1.0):

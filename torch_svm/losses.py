@@ -494,8 +494,9 @@ def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1, margin: float =
         ``torch.export`` work on it.
 
     Differences from PyTorch, on purpose: a NaN score gives a NaN loss (PyTorch's kernel
-    tests ``z > 0``, which skips NaN, and returns 0: a silent wrong answer); bad arguments
-    raise ValueError / TypeError naming the argument (PyTorch: RuntimeError from the kernel).
+    tests ``z > 0``, false for NaN, and drops the term: a finite, even zero, loss that hides
+    the NaN); bad arguments raise ValueError / TypeError naming the argument (PyTorch:
+    RuntimeError from the kernel).
     The derivative at a kink (z = 0) is 0 and the sum over ``j != y`` divides by
     C = ``input.shape[-1]``, as in PyTorch. The target range is checked on the host for eager
     CPU tensors only; elsewhere ``gather``'s index check catches an out-of-range label.
