@@ -67,14 +67,14 @@ def test_gradcheck_rejects_a_wrong_backward():
 
     class Wrong(_SVMLoss):
         @staticmethod
-        def backward(ctx, g):
-            dW, dX, *rest = _SVMLoss.backward(ctx, g)
-            return (dW - 2 * ctx.reg * ctx.saved_tensors[0], dX, *rest)
+        def backward(ctx, g, g_coef):
+            dW, dX, *rest = _SVMLoss.backward(ctx, g, g_coef)
+            return (dW - 2 * ctx.hyper[0] * ctx.saved_tensors[0], dX, *rest)
 
     W, X, y = problem(n=15, d=5, c=4)
     W.requires_grad_(True)
     with pytest.raises(GradcheckError):
-        torch.autograd.gradcheck(lambda W: Wrong.apply(W, X, y, 0.3, 1.0, 1, 0.0), (W,))
+        torch.autograd.gradcheck(lambda W: Wrong.apply(W, X, y, 0.3, 1.0, 1, 0.0)[0], (W,))
 
 
 def test_sgd_step_uses_hand_written_gradient():
@@ -301,7 +301,7 @@ def test_multi_margin_bad_input():
         multi_margin_loss(x, y, p=0)
     with pytest.raises(ValueError, match=r"target must hold labels in \[0, 3\), got 7"):
         multi_margin_loss(x, torch.tensor([0, 1, 7, 2]))
-    with pytest.raises(ValueError, match=r"weight must be a tensor of shape \(3,\), got \(4,\)"):
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\), one per class, got \(4,\)"):
         multi_margin_loss(x, y, weight=torch.ones(4))
     with pytest.raises(ValueError, match=r"MultiMargin|reduction"):
         MultiMarginLoss(reduction="bad")

@@ -58,13 +58,18 @@ gives, per coordinate, the *kink* side information (:class:`SvmFiniteDifferences
 
 :func:`classify_svm_gradient` then labels each coordinate of an analytic gradient from
 anywhere, with ``err = |analytic - numeric|`` and
-``fp_tol = fp_factor * eps(analytic.dtype) * (1 + sqrt(N)) * magnitude + side_slack``:
+``fp_tol = fp_factor * eps(analytic.dtype) * (1 + sqrt(T) + T / 16) * magnitude + side_slack``,
+with ``T`` the number of contributions summed at the coordinate (``terms``, at least ``N``):
 
 * ``OK`` if ``err <= fp_tol``;
 * ``KINK_EXPLAINED`` if not, but ``crossings >= 1`` and ``err <= kink_bound + fp_tol``;
 * ``UNEXPLAINED`` otherwise: a bug in the analytic gradient.
 
-The ``(1 + sqrt(N))`` is the random-walk growth of rounding over the ``N`` summed contributions;
+The ``sqrt(T)`` is the random-walk growth of rounding over the ``T`` summed contributions (in a
+label column ``y_i = j`` every active term of row ``i`` adds to it: up to ``N_j (C - 1)``); the
+``T / 16`` covers the drift of a recursive sum of many same-sign terms (the naive loop's
+``dW[:, y[i]] -= X[i]``), whose rounding grows linearly: measured up to ``0.09 T`` in units of
+``2 eps magnitude`` at C up to 10,000, against a worst case of ``T / 4``;
 at CIFAR-like points (``X ~ 60 randn``, ``W ~ 1e-4 randn``, ``N`` = 500 or 3000) a correct
 float32 gradient reaches at most 3% of ``fp_tol`` on coordinates without crossings.
 
@@ -129,6 +134,7 @@ class SvmFiniteDifferences:
     n: int                    # N, the number of examples
     h: float                  # the step
     p: int                    # the hinge power
+    terms: Optional[torch.Tensor] = None  # (D, C) int64, contributions summed per coordinate
 
 
 def _check_args(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float, delta: float,
@@ -181,6 +187,10 @@ def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, re
         # |contributions| of the terms active at W: (|s| or 2|s|(|m| + scale)) per term
         active = (m > 0).to(m.dtype) if p == 1 else torch.where(m > 0, 2 * (m.abs() + scale), 0.0)
         magnitude = X.abs().T @ (active + Y * active.sum(1, keepdim=True))
+        # how many contributions add up at each coordinate: one per active term (i, j), and
+        # in the label column y_i one per active term of row i (C - 1 of them at most)
+        on = (m > 0).to(m.dtype)
+        terms = (X != 0).to(m.dtype).T @ (on + Y * on.sum(1, keepdim=True))
         kinks = _svm_kinks(m, X, y, p, h, 4 * margin_eps * scale, scale, chunk_bytes)
     return SvmFiniteDifferences(
         grad=grad,
@@ -189,6 +199,7 @@ def svm_finite_differences(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, re
         magnitude=(magnitude + kinks["magnitude"]) / N + 2 * abs(reg) * W.abs(),
         side_slack=kinks["slack"] / N,
         n=N, h=float(h), p=p,
+        terms=(terms + kinks["crossings"]).round().to(torch.int64),
     )
 
 
@@ -316,11 +327,15 @@ def classify_svm_gradient(analytic: torch.Tensor, fd: SvmFiniteDifferences, *,
         analytic: ``(D, C)`` gradient from anywhere (any floating dtype, any kink convention).
         fd: :func:`svm_finite_differences` at the same point.
         fp_factor: safety factor of the rounding allowance (default 4.0):
-            ``fp_tol = fp_factor * eps(analytic.dtype) * (1 + sqrt(T)) * magnitude + side_slack``,
-            the random-walk rounding of a sum of ``T`` contributions of that magnitude.
-        fp_terms: ``T``, how many roundings of that size add up (default N, a sum accumulated in
-            the analytic dtype, as user code does). Pass 1 for code that accumulates in a wider
-            type than it stores, as PyTorch's float16/bfloat16 GEMMs do (float32 accumulators).
+            ``fp_tol = fp_factor * eps(analytic.dtype) * (1 + sqrt(T) + T / 16) * magnitude
+            + side_slack``, the rounding of a sum of ``T`` contributions of that magnitude
+            (random walk plus the linear drift of a recursive same-sign sum).
+        fp_terms: ``T``, how many roundings of that size add up. Default: per coordinate, the
+            number of contributions summed there (``fd.terms``, at least N): a sum accumulated
+            in the analytic dtype, as user code does; in a label column that is up to
+            ``N_j (C - 1)`` terms, so the allowance grows with C as well as N. Pass 1 for code
+            that accumulates in a wider type than it stores, as PyTorch's float16/bfloat16 GEMMs
+            do (float32 accumulators).
     """
     if analytic.shape != fd.grad.shape:
         raise ValueError(f"analytic must have shape {tuple(fd.grad.shape)}, got {tuple(analytic.shape)}")
@@ -329,7 +344,12 @@ def classify_svm_gradient(analytic: torch.Tensor, fd: SvmFiniteDifferences, *,
     eps = torch.finfo(analytic.dtype).eps + torch.finfo(fd.grad.dtype).eps
     error = (analytic.detach().to(fd.grad) - fd.grad).abs()
     terms = fd.n if fp_terms is None else fp_terms
-    fp_tol = fp_factor * eps * (1 + math.sqrt(terms)) * fd.magnitude + fd.side_slack
+    if fp_terms is None and fd.terms is not None:
+        T = fd.terms.clamp(min=fd.n).to(fd.grad.dtype)                   # (D, C)
+        walk = 1 + T.sqrt() + T / 16
+    else:
+        walk = 1 + math.sqrt(terms) + terms / 16
+    fp_tol = fp_factor * eps * walk * fd.magnitude + fd.side_slack
     allowed = torch.where(fd.crossings > 0, fp_tol + fd.kink_bound, fp_tol)
     status = torch.full_like(error, UNEXPLAINED, dtype=torch.int8)
     status[error <= allowed] = KINK_EXPLAINED

@@ -9,6 +9,7 @@ the traceback instead. Anything else is a bug: its traceback is shown and the ex
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -31,6 +32,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+@functools.lru_cache(maxsize=1)  # argparse parsers are reusable; building one costs ~20 ms
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="torch-svm",
