@@ -82,13 +82,14 @@ rounding allow (see :func:`kinkcheck`); there the analytic value must lie betwee
 Public API: :func:`svm_finite_differences`, :func:`svm_numeric_grad`,
 :class:`SvmFiniteDifferences`, :func:`classify_svm_gradient`, :class:`SvmGradientCheck`,
 ``OK``/``KINK_EXPLAINED``/``UNEXPLAINED``/``STATUS_NAMES``, :func:`kinkcheck`,
-:class:`KinkcheckReport`, :class:`KinkcheckError`.
+:func:`kinkcheck_values` (its rule on values already computed), :class:`KinkcheckReport`,
+:class:`KinkcheckError`.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -106,6 +107,7 @@ __all__ = [
     "UNEXPLAINED",
     "STATUS_NAMES",
     "kinkcheck",
+    "kinkcheck_values",
     "KinkcheckReport",
     "KinkcheckError",
 ]
@@ -384,6 +386,7 @@ class KinkcheckReport:
     is_kink: torch.Tensor     # bool, the one-sided slopes disagree: a kink lies in [x-h, x+h]
     passed: torch.Tensor      # bool
     tolerance: torch.Tensor   # the allowance used at each coordinate
+    close: torch.Tensor       # bool, analytic matches the central difference (kink or not)
 
     @property
     def ok(self) -> bool:
@@ -482,23 +485,44 @@ def kinkcheck(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, analyt
             points[torch.arange(len(idx), device=x.device), coord] += step
             values.append(_evaluate_stack(f, points.reshape(-1, *x.shape), batched))
         fx = torch.cat(values).to(x.dtype)
-        f0, fp, fm = fx[0], fx[1:n + 1], fx[n + 1:]
-        forward = (fp - f0) / h_plus
-        backward = (f0 - fm) / h_minus
-        central = (fp - fm) / (h_plus + h_minus)
-        a = analytic.detach().reshape(-1).to(x.dtype)
-        fmax = torch.maximum(torch.maximum(fp.abs(), fm.abs()), f0.abs())
-        rho = fp_factor * torch.finfo(x.dtype).eps * fmax / torch.minimum(h_plus, h_minus)
-        tol = atol + rtol * torch.maximum(forward.abs(), backward.abs()) + rho
-        is_kink = (forward - backward).abs() > tol + rho
-        inside = (a >= torch.minimum(forward, backward) - tol) & (a <= torch.maximum(forward, backward) + tol)
-        close = (a - central).abs() <= atol + rtol * central.abs() + rho
-        passed = torch.where(is_kink, inside, close)
-    report = KinkcheckReport(*(t.reshape(x.shape) for t in (central, forward, backward, a, is_kink,
-                                                            passed, tol)))
+        report = kinkcheck_values(fx[0], fx[1:n + 1], fx[n + 1:], h_plus, h_minus,
+                                  analytic.detach().reshape(-1).to(x.dtype), atol=atol, rtol=rtol,
+                                  fp_factor=fp_factor, eps=torch.finfo(x.dtype).eps)
+    report = KinkcheckReport(*(getattr(report, f.name).reshape(x.shape) for f in fields(report)))
     if raise_exception and not report.ok:
         raise _kinkcheck_error(report)
     return report
+
+
+def kinkcheck_values(f0: torch.Tensor, f_plus: torch.Tensor, f_minus: torch.Tensor,
+                     h_plus: torch.Tensor, h_minus: torch.Tensor, analytic: torch.Tensor, *,
+                     atol: float, rtol: float, fp_factor: float, eps: float) -> KinkcheckReport:
+    """:func:`kinkcheck`'s rule on values already computed, for callers that evaluate ``f``
+    themselves (:func:`verification.sparse.grad_check_sparse`).
+
+    Args:
+        f0, f_plus, f_minus: ``f(x)``, ``f(x + h+ e_i)``, ``f(x - h- e_i)``, float tensors
+            (``f0`` may be one value shared by every coordinate).
+        h_plus, h_minus: the steps as taken in ``x``'s dtype, same shape as ``f_plus``.
+        analytic: the gradient under test at those coordinates.
+        atol, rtol, fp_factor: as :func:`kinkcheck`. eps: the machine epsilon of the rounding
+            of ``f`` (the coarsest of ``x``'s dtype and the dtype ``f`` computes in).
+
+    Returns:
+        :class:`KinkcheckReport` shaped like ``f_plus``.
+    """
+    forward = (f_plus - f0) / h_plus
+    backward = (f0 - f_minus) / h_minus
+    central = (f_plus - f_minus) / (h_plus + h_minus)
+    fmax = torch.maximum(torch.maximum(f_plus.abs(), f_minus.abs()), f0.abs())
+    rho = fp_factor * eps * fmax / torch.minimum(h_plus, h_minus)
+    tol = atol + rtol * torch.maximum(forward.abs(), backward.abs()) + rho
+    is_kink = (forward - backward).abs() > tol + rho
+    inside = ((analytic >= torch.minimum(forward, backward) - tol)
+              & (analytic <= torch.maximum(forward, backward) + tol))
+    close = (analytic - central).abs() <= atol + rtol * central.abs() + rho
+    return KinkcheckReport(central, forward, backward, analytic, is_kink,
+                           torch.where(is_kink, inside, close), tol, close)
 
 
 def _kinkcheck_error(report: KinkcheckReport) -> KinkcheckError:
