@@ -67,7 +67,7 @@ class StudyConfig:
     init_scale: float = 1e-4                    # the check point: W = init_scale * randn (assignment)
     reg: float = 0.0                            # L2 strength of the checked loss (assignment: 0)
     bandwidth: Optional[float] = None           # KDE bandwidth of the density at 0; None: Silverman
-    prediction_samples: int = 50                # part 2: simulated rates per draw
+    prediction_samples: int = 25                # parts 2-3: simulated rates per draw
     point_delta: float = 1.0                    # parts 2-4: delta of the check point; one of deltas
     point_h: float = 1e-5                       # parts 2-3: the assignment's h; one of hs
     ns: Tuple[int, ...] = (10, 50, 500, 5000)   # part 3: examples; capped at the train split

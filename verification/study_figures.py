@@ -164,6 +164,7 @@ def _ties(r: StudyResults) -> Figure:
         ax.set_xticks(range(1, len(r.ties) + 1),
                       [f"{t.dataset}\n{t.precision}" for t in r.ties], fontsize=7)
     ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("exact ties per SGD run")
     ax.set_title("ties in the loss's own margins, over training seeds", fontsize=9)
     ax.grid(alpha=0.3)
