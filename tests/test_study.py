@@ -25,7 +25,7 @@ from verification.study import DRY_RUN, QUICK, StudyConfig, run_study
 from verification.study_checks import _relative_errors, draw_point
 from verification.study_report import FIGURES, write_report
 from verification.study_results import Distribution
-from verification.study_ties import measure_ties
+from verification.study_ties import TF32, measure_ties, precisions
 
 F64 = torch.float64
 
@@ -194,6 +194,27 @@ def test_ties_are_counted_and_only_ties_let_the_kink_value_matter():
     # measured: digits in bfloat16 tie a few times per step, so 30 steps always see some,
     # and the kink value then changes the trajectory
     assert min(bf16.ties.values) > 0 and bf16.kink_values[1].identical == 0
+
+
+def test_tf32_runs_on_cuda_only_next_to_float32():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert precisions(("float64", "float32", "bfloat16"), cuda, True) == ["float64", "float32", TF32, "bfloat16"]
+    assert precisions(("float64", "float32"), cpu, True) == ["float64", "float32"]
+    assert precisions(("float64", "float32"), cuda, False) == ["float64", "float32"]
+    assert precisions(("float16",), cuda, True) == ["float16"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ties_on_cuda_with_tf32_on_and_off():
+    data = load_dataset("digits", None, DataConfig(dtype="float64")).to("cuda")
+    before = torch.backends.cuda.matmul.allow_tf32
+    cells = measure_ties(data, precisions=precisions(("float32",), data.X_train.device, True),
+                         kinks=(0.0, 1.0), seeds=(0,), config=TrainConfig(lr=1e-3, reg=1.0, iters=10, device="cuda"),
+                         init_scale=1e-3, tick=lambda what: None)
+    assert [t.precision for t in cells] == ["float32", TF32]
+    assert all(t.device.startswith("cuda") and t.ties.draws == 1 for t in cells)
+    assert torch.backends.cuda.matmul.allow_tf32 == before        # the setting is restored
 
 
 def test_write_report_files(dry_run, tmp_path):
