@@ -254,6 +254,7 @@ def test_run_study_takes_a_config_only():
 
 def test_cli_dry_run_smoke(tmp_path, capsys):
     out = tmp_path / "report"
+    threads = torch.get_num_threads()
     assert main(["kinks", "--dry-run", "--out", str(out), "--json", "--device", "cpu"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["data"] == "digits"
@@ -265,6 +266,9 @@ def test_cli_dry_run_smoke(tmp_path, capsys):
     assert summary["one_d"] == {"central": 0.5, "forward": 1.0,
                                 "analytic": {"0.0": 0.0, "0.5": 0.5, "1.0": 1.0}}
     assert {p.name for p in out.iterdir()} == {"report.md", "results.json", *FIGURES}
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["data"]["threads"] == 1                          # --threads' default
+    assert torch.get_num_threads() == threads                     # and restored afterwards
 
 
 def test_cli_help_says_how_many_draws_each_size_uses(capsys):
