@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared script for a machine with a CUDA device (the project's
 # lent accelerator, or yours): the test suite (its CUDA tests run instead of skipping), the
-# loss benchmark on the GPU, and the CIFAR-10 recipe and tuned run on the GPU.
+# loss benchmark on the GPU, the CIFAR-10 recipe and tuned run on the GPU, and the kink study
+# on the GPU (its exact-tie counts in float32 with TF32 matmuls on and off).
 #   bash benchmarks/gpu.sh [OUT_DIR]        # writes OUT_DIR/{tests,bench,train_*}.txt
 # Needs a CUDA build of torch; builds CIFAR-10 from ../shared/cifar10 when it is there.
 set -uo pipefail
@@ -21,5 +22,6 @@ if [ -f ../shared/cifar10/build.py ]; then
     torch-svm train $data --lr 1e-7 --reg 1e3 --iters 8000 --device $dev --json > "$out/train_tuned_$dev.json"
   done
   torch-svm verify tests/mutants.py:correct_vectorized --data cifar10 --data-dir /tmp/cifar --json > "$out/verify_cifar.json"
+  torch-svm kinks --device cuda --data-dir /tmp/cifar --out "$out/kinks_cuda" --json > "$out/kinks_cuda.json"  # ties with TF32 on and off
 fi
 torch-svm check --device cuda --dtype float32 | tail -3 | tee "$out/check_cuda.txt"

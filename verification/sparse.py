@@ -18,7 +18,7 @@ agree and, if not, whether the step straddles a kink of the hinge (Inline Questi
     d_+ = \frac{f(x + h_+ e_i) - f(x)}{h_+}, \qquad d_- = \frac{f(x) - f(x - h_- e_i)}{h_-}
 
 with the steps ``h+``, ``h-`` as taken in ``x``'s dtype. The rule is
-:func:`verification.numeric.kinkcheck`'s (:func:`~verification.numeric.kinkcheck_values`),
+:func:`verification.kinkcheck.kinkcheck`'s (:func:`~verification.kinkcheck.kinkcheck_values`),
 with tolerances for a float64 loss (``atol=1e-8``, ``rtol=1e-6``) and its rounding allowance
 ``rho = fp_factor eps max|f| / h``:
 
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from torch_svm.utils import check_int, check_real
-from verification.numeric import KinkcheckReport, kinkcheck_values
+from verification.kinkcheck import KinkcheckReport, kinkcheck_values
 
 __all__ = ["grad_check_sparse", "SparseCheck", "SparseLine"]
 
@@ -180,11 +180,11 @@ def grad_check_sparse(f: Callable[[Any], Any], x: Any, analytic_grad: Any, num_c
 
         judged = _judge(fx, fxph, fxmh, steps, grad_analytic, rule)
         small_step = None
-        if not bool(judged.close) and bool(judged.passed):   # kink or curvature: a smaller step
+        if not bool(judged.close) and bool(judged.agrees):   # kink or curvature: a smaller step
             small_step = h / _REFINE
             judged = _judge(fx, *_step(f, x, ix, small_step), grad_analytic, rule)
         status = "ok" if small_step is None and bool(judged.close) else (
-            "kink_explained" if bool(judged.passed) else "unexplained")
+            "kink_explained" if bool(judged.agrees) else "unexplained")
         line = SparseLine(index=tuple(int(i) for i in ix), numerical=float(grad_numerical),
                           analytic=float(grad_analytic), rel_error=float(rel_error),
                           status=status, small_step=small_step)
@@ -216,6 +216,6 @@ def _step(f: Callable[[Any], Any], x: Any, ix: Tuple[int, ...], h: float) -> Tup
 
 def _judge(fx: Any, fxph: Any, fxmh: Any, steps: Tuple[float, float], grad_analytic: Any,
            rule: dict) -> KinkcheckReport:
-    """:func:`~verification.numeric.kinkcheck_values` at one coordinate, in float64."""
+    """:func:`~verification.kinkcheck.kinkcheck_values` at one coordinate, in float64."""
     t = [torch.tensor(float(v), dtype=torch.float64) for v in (fx, fxph, fxmh, *steps, grad_analytic)]
     return kinkcheck_values(*t, **rule)
