@@ -219,3 +219,10 @@ def test_x_restored_when_f_raises(digits):
 def test_bad_arguments(x, grad, kwargs, error, match):
     with pytest.raises(error, match=match):
         grad_check_sparse(lambda w: 0.0, x, grad, **kwargs)
+
+
+def test_f_returning_loss_and_grad_is_named(digits):
+    X, y = digits
+    W = small_w(X)
+    with pytest.raises(TypeError, match=r"f must return the loss, one number, got tuple.*\[0\]"):
+        grad_check_sparse(lambda w: mutants.correct_vectorized(w, X, y, 0.0), W, np.zeros_like(W))

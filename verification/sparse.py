@@ -2,7 +2,7 @@ r"""The assignment's ``grad_check_sparse``, line for line, plus a kink column an
 
 CS231n's ``cs231n/gradient_check.py`` checks a gradient at a few random coordinates::
 
-    for i in range(num_checks):
+    for _ in range(num_checks):
         ix = tuple([randrange(m) for m in x.shape])      # Python's random module
         ...                                             # f at x[ix] + h and x[ix] - h
         grad_numerical = (fxph - fxmh) / (2 * h)
@@ -48,7 +48,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_svm.utils import check_int, check_real
+from torch_svm.utils import check_int, check_real, clip
 from verification.kinkcheck import KinkcheckReport, kinkcheck_values
 
 __all__ = ["grad_check_sparse", "SparseCheck", "SparseLine"]
@@ -163,12 +163,18 @@ def grad_check_sparse(f: Callable[[Any], Any], x: Any, analytic_grad: Any, num_c
     """
     num_checks = _check_args(x, analytic_grad, num_checks, h)
     fx = f(x)
+    try:
+        float(fx)
+    except (TypeError, ValueError):
+        raise TypeError(f"f must return the loss, one number, got {type(fx).__name__}: "
+                        f"{clip(' '.join(repr(fx).split()), 100)}; did you forget the [0] in "
+                        f"lambda w: svm_loss(w, X, y, reg)[0]?") from None
     rule = dict(atol=atol, rtol=rtol, fp_factor=fp_factor, eps=max(_float_eps(x), _float_eps(fx)))
     result = SparseCheck(lines=[], h=float(h))
     if rule["eps"] > np.finfo(np.float64).eps:
         result.notes.append(f"f or x is in a lower precision than float64 (eps {rule['eps']:.1e}), "
                             f"whose rounding swamps differences of step h={h:g}: check in float64")
-    for i in range(num_checks):
+    for _ in range(num_checks):
         ix = tuple([randrange(m) for m in x.shape])
         fxph, fxmh, steps = _step(f, x, ix, h)         # f(x + h), f(x - h), as the assignment
 
@@ -196,7 +202,8 @@ def grad_check_sparse(f: Callable[[Any], Any], x: Any, analytic_grad: Any, num_c
     return result
 
 
-def _step(f: Callable[[Any], Any], x: Any, ix: Tuple[int, ...], h: float) -> Tuple[Any, Any, Tuple[float, float]]:
+def _step(f: Callable[[Any], Any], x: Any, ix: Tuple[int, ...], h: float
+          ) -> Tuple[Any, Any, Tuple[float, float]]:
     """``f(x + h e_ix)``, ``f(x - h e_ix)`` (x restored after, even if f raises) and the steps
     ``(h+, h-)`` as taken in x's dtype."""
     oldval = x[ix]
