@@ -28,6 +28,17 @@ def random_problem(n: int = 40, d: int = 12, c: int = 6, *, seed: int = 0, w_sca
     return W, X, y
 
 
+def exact_kink_problem(n: int = 24, d: int = 5, c: int = 4, *, seed: int = 3
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(W, X, y)`` with X integers in [-3, 3] and W multiples of 1/8 in [-1/4, 1/4]: every
+    margin is an exact dyadic number, and several are exactly 0 at delta = 1 (3 with the
+    defaults, 5 with n = 40); float64."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(-3, 4, (n, d), generator=g).double()
+    W = torch.randint(-2, 3, (d, c), generator=g).double() / 8
+    return W, X, torch.randint(0, c, (n,), generator=g)
+
+
 def integer_problem(seed: int = 0, n: int = 60, d: int = 12, c: int = 5
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(X, y, W)`` with integer X in [-2, 2] and W in [-1, 1]: margins are exact integers,

@@ -12,11 +12,7 @@ from verification.crosscheck import ANALYTIC_METHODS, cross_check, max_rel_error
 
 
 def problem(n=30, d=8, c=5, scale=0.5, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    W = (torch.randn(d, c, generator=g, dtype=torch.float64) * scale).to(dtype)
-    X = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype)
-    y = torch.randint(c, (n,), generator=g)
-    return W, X, y
+    return random_problem(n, d, c, seed=seed, w_scale=scale, dtype=dtype)
 
 
 def test_rel_error_formula():

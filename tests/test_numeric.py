@@ -5,6 +5,7 @@ and an analytic SVM gradient written from the formula with a selectable kink con
 """
 import pytest
 import torch
+from conftest import exact_kink_problem, random_problem
 
 from verification.kinkcheck import KinkcheckError, kinkcheck
 from verification.numeric import (
@@ -69,20 +70,12 @@ def _svm_grad(W, X, y, reg, *, delta=1.0, p=1, at_zero=0.0, bug=None):
 
 
 def _problem(N, D, C, *, seed=0, x_scale=1.0, w_scale=0.5, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(N, D, generator=g, dtype=dtype) * x_scale
-    W = torch.randn(D, C, generator=g, dtype=dtype) * w_scale
-    y = torch.randint(0, C, (N,), generator=g)
-    return W, X, y
+    return random_problem(N, D, C, seed=seed, x_scale=x_scale, w_scale=w_scale, dtype=dtype)
 
 
 def _kinky_problem():
-    """Small integers and a delta that put several margins exactly at 0, plus a step of 0.05."""
-    g = torch.Generator().manual_seed(3)
-    X = torch.randint(-3, 4, (24, 5), generator=g).to(F64)
-    W = torch.randint(-2, 3, (5, 4), generator=g).to(F64) / 8
-    y = torch.randint(0, 4, (24,), generator=g)
-    return W, X, y, 1.0
+    """Several margins exactly at 0 (delta 1), for steps up to 0.05."""
+    return (*exact_kink_problem(), 1.0)
 
 
 # -- svm_numeric_grad against the loop --------------------------------------------------------
