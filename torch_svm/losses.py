@@ -41,22 +41,25 @@ and :func:`multi_margin_loss` / :class:`MultiMarginLoss`, a drop-in for
 ``torch.nn.functional.multi_margin_loss`` / ``torch.nn.MultiMarginLoss`` with a hand-written
 backward (it also runs in float16 and bfloat16 on the CPU, where PyTorch's kernel does not).
 
-Performance. The forward is one GEMM and the backward one GEMM of X with the (N, C) matrix B.
-On a CPU the layouts matter (``benchmarks/bench_loss.py`` measures them): the backward computes
-``X^T B`` as ``(B^T X)^T``, fast for a tall X, and the forward multiplies X by W laid out as
-(C, D) (a copy of D*C elements). On CUDA both are moot. No function here synchronises host and
-device, except the label range check, which runs only for CPU tensors (on CUDA an
-out-of-range label trips ``gather``'s device-side assert).
+Performance. The loss is two GEMMs, ``S = X W`` forward and ``X^T B`` backward (computed as
+``(B^T X)^T``, the layout fast for a tall X on a CPU), plus a few (N, C) element-wise ops done in
+place. :func:`svm_loss_and_grad` (and the trainer's step) does both in one pass over X: on a
+CPU, row block by row block, so that each block of X is read from memory once and used by the
+second GEMM from cache (``benchmarks/bench_loss.py`` measures it). No function here
+synchronises host and device, except the label range check, which runs only for CPU tensors
+(on CUDA an out-of-range label trips ``gather``'s device-side assert).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from torch_svm.utils import THREAD_GRAIN
 
 __all__ = [
     "svm_loss",
@@ -161,11 +164,41 @@ def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------- margins and B
 
-def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
+#: Bytes of X per row block on a CPU: the one-pass loss + gradient reads a block from memory
+#: once and finds it in the core's cache (2 MiB of L2 on the project machine) for its second
+#: GEMM, and the margins are computed block by block too, so that every score comes from the
+#: very GEMM call the gradient's mask comes from (a multi-threaded BLAS rounds a row of a
+#: large product differently from the same row of a small one).
+_BLOCK_BYTES = 2**21
+
+
+def _row_blocks(X: Tensor, num_classes: int) -> List[slice]:
+    """The row blocks of ``X: (N, D)``: one on CUDA; on a CPU, :data:`_BLOCK_BYTES` each,
+    or :data:`~torch_svm.utils.THREAD_GRAIN` multiply-adds per thread when torch runs on
+    several (a GEMM split over threads that is smaller waits on their barrier)."""
+    n, d = X.shape
+    rows = _BLOCK_BYTES // max(1, d * X.element_size())
+    threads = torch.get_num_threads()
+    if threads > 1:
+        rows = max(rows, threads * THREAD_GRAIN // max(1, d * num_classes))
+    if X.device.type != "cpu" or n <= rows:
+        return [slice(0, n)]
+    return [slice(start, start + rows) for start in range(0, n, rows)]
+
+
+def _block_margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
+    """The margins of one row block: one GEMM, then in place ``S - S_y + delta``."""
     idx = y.unsqueeze(1)                                        # (N, 1)
-    scores = X @ W.T.contiguous().T                             # (N, C); W laid out as (C, D)
-    margins = scores - scores.gather(1, idx) + delta            # (N, C)
+    margins = X @ W                                             # (N, C): the scores S
+    margins.sub_(margins.gather(1, idx)).add_(delta)            # S_ij - S_iy_i + delta
     return margins.scatter_(1, idx, float("-inf"))              # j = y_i is not a term
+
+
+def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
+    blocks = _row_blocks(X, W.shape[1])
+    if len(blocks) == 1:
+        return _block_margins(W, X, y, delta)
+    return torch.cat([_block_margins(W, X[rows], y[rows], delta) for rows in blocks])
 
 
 def svm_margins(W: Tensor, X: Tensor, y: Tensor, *, delta: float = 1.0) -> Tensor:
@@ -186,10 +219,8 @@ def _hinge(m: Tensor, p: int, kink: float = 0.0) -> Tuple[Tensor, Tensor]:
     hinge = m.clamp_min(0)
     if p == 2:
         return hinge * hinge, 2 * hinge                         # g(m) = 2 max(0, m)
-    slopes = (m > 0).to(m.dtype)                                # g(m) = 1[m > 0]
-    if kink:
-        slopes += kink * (m == 0)                               # value taken at the kink
-    return hinge, slopes
+    # g(m) = 1[m > 0], and kink at m == 0: one kernel, exactly 0, kink or 1
+    return hinge, torch.heaviside(m, m.new_full((), kink))
 
 
 def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
@@ -201,7 +232,11 @@ def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
     pattern of terms.
     """
     idx = y.unsqueeze(1)
-    return slopes.scatter(1, idx, -slopes.sum(dim=1, keepdim=True))
+    return slopes.scatter(1, idx, slopes.sum(dim=1, keepdim=True).neg_())
+
+
+def _reg_term(W: Tensor, reg: float) -> Tensor:
+    return reg * (W * W).sum()
 
 
 def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
@@ -210,7 +245,7 @@ def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: i
     n = X.shape[0]
     terms, slopes = _hinge(_margins(W, X, y, delta), p, kink)    # (N, C), 0 at j = y_i
     coef = svm_coefficients(slopes, y).div_(n)
-    loss = terms.sum() / n + reg * (W * W).sum()
+    loss = terms.sum() / n + _reg_term(W, reg)
     return loss, coef
 
 
@@ -218,8 +253,34 @@ def _svm_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float) -> Tensor:
     """X^T B + 2 reg W, as (B^T X)^T: one GEMM in the layout fast for a tall X."""
     dW = (coef.T @ X).T                                         # (D, C)
     if reg:
-        dW = dW + (2 * reg) * W
+        dW = dW.add(W, alpha=2 * reg)
     return dW
+
+
+def _svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
+                       kink: float) -> Tuple[Tensor, Tensor]:
+    """``(loss, dW)`` of :func:`_svm_forward` and :func:`_svm_grad_W` in one pass over X.
+
+    Inputs already validated (y int64): the trainer checks its data once per run and calls
+    this every step. On a CPU, X is read block by block (:func:`_row_blocks`): the scores,
+    B and ``B^T X`` of a block are computed while it is in cache, so X crosses the memory bus
+    once instead of twice. The margins are those of :func:`svm_margins`, bit for bit.
+    """
+    n = X.shape[0]
+    dWt = W.new_empty(W.shape[1], W.shape[0])                   # (C, D): (X^T B)^T
+    loss = None
+    for k, rows in enumerate(_row_blocks(X, W.shape[1])):
+        Xk, yk = X[rows], y[rows]                               # (n_k, D), (n_k,)
+        terms, slopes = _hinge(_block_margins(W, Xk, yk, delta), p, kink)
+        coef = svm_coefficients(slopes, yk).div_(n)             # (n_k, C): rows of B
+        if k == 0:
+            loss = terms.sum()
+            torch.mm(coef.T, Xk, out=dWt)
+        else:
+            loss += terms.sum()
+            dWt.addmm_(coef.T, Xk)
+    dW = dWt.T.add(W, alpha=2 * reg) if reg else dWt.T          # (D, C)
+    return loss / n + _reg_term(W, reg), dW
 
 
 # --------------------------------------------------------------------------- the SVM loss
@@ -285,8 +346,7 @@ def svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
     reg, delta, p, kink = validate_hyperparameters(reg=reg, delta=delta, p=p, kink=kink)
     y = validate_svm_inputs(W, X, y)
     with torch.no_grad():
-        loss, coef = _svm_forward(W, X, y, reg, delta, p, kink)
-        return loss, _svm_grad_W(W, X, coef, reg)
+        return _svm_loss_and_grad(W, X, y, reg, delta, p, kink)
 
 
 def svm_loss_autograd(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
