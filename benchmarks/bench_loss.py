@@ -1,21 +1,25 @@
 """Time and memory of one loss + gradient evaluation, every implementation in one run.
 
     python benchmarks/bench_loss.py                    # CPU, float32, N = 500 and 49000
-    python benchmarks/bench_loss.py --device cuda --json
+    python benchmarks/bench_loss.py --threads 1        # torch and numpy's BLAS on one thread
+    python benchmarks/bench_loss.py --device cuda --compile --tf32 --json
 
-Methods: the hand-written gradient (``svm_loss_and_grad``), its ``autograd.Function``
-(``svm_loss`` + ``backward``), ``torch.autograd`` on ``svm_loss_autograd``, PyTorch's own
-``MultiMarginLoss`` kernel (``C * F.multi_margin_loss`` + autograd), numpy vectorized in the same
-dtype and, at small N, the numpy naive loops. Each is timed as the median of ``--repeat`` runs
-after a warm-up (CUDA: synchronised). Ratios are against the hand-written gradient. The
-backward GEMM layout choice (``X.T @ B`` vs ``(B.T @ X).T``) is timed too. Peak memory: the
-extra peak RSS (VmHWM over VmRSS before the call) of a fresh process that runs the method
-once (CPU), or
-``torch.cuda.max_memory_allocated`` (CUDA).
+Methods: the hand-written gradient (``svm_loss_and_grad``: loss and gradient in one pass over
+X, block by block on a CPU), its ``autograd.Function`` (``svm_loss`` + ``backward``: two passes),
+``torch.autograd`` on ``svm_loss_autograd``, PyTorch's own ``MultiMarginLoss`` kernel
+(``C * F.multi_margin_loss`` + autograd), numpy vectorized in the same dtype and, at small N,
+the numpy naive loops; with ``--compile``, ``torch.compile(svm_loss_and_grad)`` too (its
+compilation, in the warm-up call, is reported apart). Each is timed as the median of
+``--repeat`` runs after a warm-up (CUDA: synchronised). Ratios are against the hand-written
+gradient. The backward GEMM layout choice (``X.T @ B`` vs ``(B.T @ X).T``) is timed too. Peak
+memory: the extra peak RSS (VmHWM over VmRSS before the call) of a fresh process that runs the
+method once (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA). Threads: torch's and numpy's
+defaults (every core) unless ``--threads`` sets both.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -42,8 +46,9 @@ def make_problem(n, d, c, dtype, device, seed=0):
     return W, X, y
 
 
-def methods(W, X, y):
-    """name -> zero-argument callable doing one loss + dW evaluation."""
+def methods(W, X, y, compiled=None):
+    """name -> zero-argument callable doing one loss + dW evaluation; ``compiled`` is
+    ``torch.compile(svm_loss_and_grad)`` when given."""
     c = W.shape[1]
 
     def hand():
@@ -64,6 +69,8 @@ def methods(W, X, y):
         return torch.autograd.grad(loss, Wr)
 
     out = {"hand": hand, "function": function, "autograd": autograd, "mml": mml}
+    if compiled is not None:
+        out["hand, compiled"] = lambda: compiled(W, X, y, REG)
     if W.device.type == "cpu":
         Wn, Xn, yn = W.numpy(), X.numpy(), y.numpy()
         out["numpy"] = lambda: svm_loss_vectorized(Wn, Xn, yn, REG, dtype=Xn.dtype)
@@ -78,16 +85,30 @@ def layouts(W, X, y):
 
 
 def timeit(fn, repeat, device):
+    """(median seconds of ``repeat`` runs, seconds of the warm-up run before them)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
     fn()
     sync()
+    warmup = time.perf_counter() - t0
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), warmup
+
+
+@contextlib.contextmanager
+def numpy_threads(threads):
+    """numpy's BLAS on ``threads`` threads (0: left alone), through threadpoolctl."""
+    if not threads:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(threads, user_api="blas"):
+        yield
 
 
 def peak_memory(name, n, d, c, dtype, device):
@@ -124,36 +145,57 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32", help="float32 or float64")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per method (median)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for torch and numpy's BLAS (0: their defaults)")
+    ap.add_argument("--compile", action="store_true",
+                    help="add torch.compile(svm_loss_and_grad) (CUDA: mode reduce-overhead)")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = ap.parse_args(argv)
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    compiled = None
+    if args.compile:
+        compiled = torch.compile(svm_loss_and_grad, dynamic=False,
+                                 mode="reduce-overhead" if device.type == "cuda" else None)
 
     rows = []
     for n in (int(v) for v in args.n.split(",")):
         W, X, y = make_problem(n, args.d, args.c, dtype, device)
-        timed = {name: timeit(fn, args.repeat, device) for name, fn in methods(W, X, y).items()}
+        with numpy_threads(args.threads):
+            timed = {name: timeit(fn, args.repeat, device)
+                     for name, fn in methods(W, X, y, compiled).items()}
         lay = {name: timeit(fn, args.repeat, device) for name, fn in layouts(W, X, y).items()}
-        for name, sec in timed.items():
-            mem = None if args.no_memory or "naive" in name else peak_memory(name, n, args.d, args.c, dtype, device)
-            rows.append(dict(n=n, method=name, ms=sec * 1e3, vs_hand=sec / timed["hand"], peak_mib=mem))
-        for name, sec in lay.items():
-            rows.append(dict(n=n, method=f"GEMM {name}", ms=sec * 1e3, vs_hand=sec / timed["hand"], peak_mib=None))
+        hand = timed["hand"][0]
+        for name, (sec, warmup) in timed.items():
+            mem = None if args.no_memory or "naive" in name or "compiled" in name else \
+                peak_memory(name, n, args.d, args.c, dtype, device)
+            rows.append(dict(n=n, method=name, ms=sec * 1e3, vs_hand=sec / hand, peak_mib=mem,
+                             warmup_s=warmup if "compiled" in name else None))
+        for name, (sec, _) in lay.items():
+            rows.append(dict(n=n, method=f"GEMM {name}", ms=sec * 1e3, vs_hand=sec / hand,
+                             peak_mib=None, warmup_s=None))
     meta = dict(device=str(device), dtype=args.dtype, d=args.d, c=args.c, torch=torch.__version__,
                 numpy=np.__version__, threads=torch.get_num_threads(),
+                numpy_threads=args.threads or "default", tf32=args.tf32,
                 gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     if args.json:
         json.dump(dict(meta=meta, rows=rows), sys.stdout, indent=2)
         print()
         return
-    where = meta["gpu"] or f"{meta['threads']} threads"
-    print(f"device {meta['device']} ({where}), {args.dtype}, "
+    where = meta["gpu"] or f"{meta['threads']} torch threads, numpy BLAS threads: {meta['numpy_threads']}"
+    print(f"device {meta['device']} ({where}), {args.dtype}{', TF32' if args.tf32 else ''}, "
           f"D={args.d}, C={args.c}, torch {meta['torch']}, numpy {meta['numpy']}\n")
     print("| N | method | ms per loss+grad | time / hand-written | extra peak memory (MiB) |")
     print("|---|---|---|---|---|")
     for r in rows:
         mem = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        print(f"| {r['n']} | {r['method']} | {r['ms']:.2f} | {r['vs_hand']:.2f} | {mem} |")
+        warm = "" if r["warmup_s"] is None else f" (compiling: {r['warmup_s']:.1f} s)"
+        print(f"| {r['n']} | {r['method']}{warm} | {r['ms']:.2f} | {r['vs_hand']:.2f} | {mem} |")
 
 
 if __name__ == "__main__":

@@ -165,23 +165,26 @@ def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- margins and B
 
 #: Bytes of X per row block on a CPU: the one-pass loss + gradient reads a block from memory
-#: once and finds it in the core's cache (2 MiB of L2 on the project machine) for its second
-#: GEMM, and the margins are computed block by block too, so that every score comes from the
-#: very GEMM call the gradient's mask comes from (a multi-threaded BLAS rounds a row of a
-#: large product differently from the same row of a small one).
-_BLOCK_BYTES = 2**21
+#: once and finds it in cache (a few MiB: the core's L2 or the nearest L3) for its second GEMM.
+#: The margins are computed block by block too, so that every score comes from the very GEMM
+#: call the gradient's mask comes from (a multi-threaded BLAS rounds a row of a large product
+#: differently from the same row of a small one). A CIFAR-10 minibatch of 200 is one block.
+_BLOCK_BYTES = 2**22
 
 
 def _row_blocks(X: Tensor, num_classes: int) -> List[slice]:
-    """The row blocks of ``X: (N, D)``: one on CUDA; on a CPU, :data:`_BLOCK_BYTES` each,
-    or :data:`~torch_svm.utils.THREAD_GRAIN` multiply-adds per thread when torch runs on
-    several (a GEMM split over threads that is smaller waits on their barrier)."""
+    """The row blocks of ``X: (N, D)``: on a CPU, :data:`_BLOCK_BYTES` each, or
+    :data:`~torch_svm.utils.THREAD_GRAIN` multiply-adds per thread when torch runs on several
+    (a GEMM split over threads that is smaller waits on their barrier). One block on CUDA and
+    under ``torch.compile``, which plan their own loops."""
     n, d = X.shape
+    if X.device.type != "cpu" or torch.compiler.is_compiling():
+        return [slice(0, n)]
     rows = _BLOCK_BYTES // max(1, d * X.element_size())
     threads = torch.get_num_threads()
     if threads > 1:
         rows = max(rows, threads * THREAD_GRAIN // max(1, d * num_classes))
-    if X.device.type != "cpu" or n <= rows:
+    if n <= rows:
         return [slice(0, n)]
     return [slice(start, start + rows) for start in range(0, n, rows)]
 
@@ -236,7 +239,7 @@ def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
 
 
 def _reg_term(W: Tensor, reg: float) -> Tensor:
-    return reg * (W * W).sum()
+    return reg * W.square().sum()                               # lambda sum W^2
 
 
 def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
@@ -269,8 +272,9 @@ def _svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float
     n = X.shape[0]
     dWt = W.new_empty(W.shape[1], W.shape[0])                   # (C, D): (X^T B)^T
     loss = None
-    for k, rows in enumerate(_row_blocks(X, W.shape[1])):
-        Xk, yk = X[rows], y[rows]                               # (n_k, D), (n_k,)
+    blocks = _row_blocks(X, W.shape[1])
+    for k, rows in enumerate(blocks):
+        Xk, yk = (X, y) if len(blocks) == 1 else (X[rows], y[rows])  # (n_k, D), (n_k,)
         terms, slopes = _hinge(_block_margins(W, Xk, yk, delta), p, kink)
         coef = svm_coefficients(slopes, yk).div_(n)             # (n_k, C): rows of B
         if k == 0:

@@ -17,8 +17,8 @@ import torch
 
 __all__ = ["set_seed", "resolve_device", "resolve_dtype", "progress", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "jsonable", "DTYPES", "clip", "check_int",
-           "check_real", "check_choice", "check_memory", "auto_threads", "using_threads",
-           "THREAD_GRAIN"]
+           "check_real", "check_choice", "check_memory", "cpu_cores", "auto_threads",
+           "using_threads", "THREAD_GRAIN"]
 
 #: Names accepted wherever a dtype is given as a string (CLI flags, configs).
 DTYPES = {
