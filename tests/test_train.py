@@ -464,7 +464,7 @@ def test_cuda_compiled_step_matches_eager(digits):
 
 
 @CUDA
-def test_cuda_one_pass_matches_autograd_on_a_large_batch():
+def test_cuda_loss_and_grad_matches_autograd_on_a_large_batch():
     from verification.reference import autograd_reference
 
     g = torch.Generator().manual_seed(0)

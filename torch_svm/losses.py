@@ -41,25 +41,24 @@ and :func:`multi_margin_loss` / :class:`MultiMarginLoss`, a drop-in for
 ``torch.nn.functional.multi_margin_loss`` / ``torch.nn.MultiMarginLoss`` with a hand-written
 backward (it also runs in float16 and bfloat16 on the CPU, where PyTorch's kernel does not).
 
-Performance. The loss is two GEMMs, ``S = X W`` forward and ``X^T B`` backward (computed as
-``(B^T X)^T``, the layout fast for a tall X on a CPU), plus a few (N, C) element-wise ops done in
-place. :func:`svm_loss_and_grad` (and the trainer's step) does both in one pass over X: on a
-CPU, row block by row block, so that each block of X is read from memory once and used by the
-second GEMM from cache (``benchmarks/bench_loss.py`` measures it). No function here
-synchronises host and device, except the label range check, which runs only for CPU tensors
-(on CUDA an out-of-range label trips ``gather``'s device-side assert).
+Performance. The loss is two GEMMs, ``S = X W`` forward and ``X^T B`` backward, computed as
+``(B^T X)^T`` (the layout fast for a tall X on a CPU; ``addmm`` adds ``2 reg W`` in the same
+call), and a dozen (N, C) element-wise ops, done in place where they can
+(``benchmarks/bench_loss.py`` measures them). A one-pass variant that fed both GEMMs from a
+cache-sized block of X was measured and gave nothing on the project's CPU: its GEMMs are
+compute-bound on one thread, and on two the blocks' GEMMs wait on their threads' barrier. No
+function here synchronises host and device, except the label range check, which runs only for
+CPU tensors (on CUDA an out-of-range label trips ``gather``'s device-side assert).
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
-
-from torch_svm.utils import THREAD_GRAIN
 
 __all__ = [
     "svm_loss",
@@ -164,44 +163,11 @@ def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------- margins and B
 
-#: Bytes of X per row block on a CPU: the one-pass loss + gradient reads a block from memory
-#: once and finds it in cache (a few MiB: the core's L2 or the nearest L3) for its second GEMM.
-#: The margins are computed block by block too, so that every score comes from the very GEMM
-#: call the gradient's mask comes from (a multi-threaded BLAS rounds a row of a large product
-#: differently from the same row of a small one). A CIFAR-10 minibatch of 200 is one block.
-_BLOCK_BYTES = 2**22
-
-
-def _row_blocks(X: Tensor, num_classes: int) -> List[slice]:
-    """The row blocks of ``X: (N, D)``: on a CPU, :data:`_BLOCK_BYTES` each, or
-    :data:`~torch_svm.utils.THREAD_GRAIN` multiply-adds per thread when torch runs on several
-    (a GEMM split over threads that is smaller waits on their barrier). One block on CUDA and
-    under ``torch.compile``, which plan their own loops."""
-    n, d = X.shape
-    if X.device.type != "cpu" or torch.compiler.is_compiling():
-        return [slice(0, n)]
-    rows = _BLOCK_BYTES // max(1, d * X.element_size())
-    threads = torch.get_num_threads()
-    if threads > 1:
-        rows = max(rows, threads * THREAD_GRAIN // max(1, d * num_classes))
-    if n <= rows:
-        return [slice(0, n)]
-    return [slice(start, start + rows) for start in range(0, n, rows)]
-
-
-def _block_margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
-    """The margins of one row block: one GEMM, then in place ``S - S_y + delta``."""
+def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
     idx = y.unsqueeze(1)                                        # (N, 1)
     margins = X @ W                                             # (N, C): the scores S
-    margins.sub_(margins.gather(1, idx)).add_(delta)            # S_ij - S_iy_i + delta
+    margins.sub_(margins.gather(1, idx)).add_(delta)            # S_ij - S_iy_i + delta, in place
     return margins.scatter_(1, idx, float("-inf"))              # j = y_i is not a term
-
-
-def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
-    blocks = _row_blocks(X, W.shape[1])
-    if len(blocks) == 1:
-        return _block_margins(W, X, y, delta)
-    return torch.cat([_block_margins(W, X[rows], y[rows], delta) for rows in blocks])
 
 
 def svm_margins(W: Tensor, X: Tensor, y: Tensor, *, delta: float = 1.0) -> Tensor:
@@ -238,53 +204,30 @@ def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
     return slopes.scatter(1, idx, slopes.sum(dim=1, keepdim=True).neg_())
 
 
-def _reg_term(W: Tensor, reg: float) -> Tensor:
-    return reg * W.square().sum()                               # lambda sum W^2
-
-
 def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
                  kink: float) -> Tuple[Tensor, Tensor]:
     """Loss and the coefficient matrix B = dL/dS (N, C), from one pass over the margins."""
     n = X.shape[0]
     terms, slopes = _hinge(_margins(W, X, y, delta), p, kink)    # (N, C), 0 at j = y_i
     coef = svm_coefficients(slopes, y).div_(n)
-    loss = terms.sum() / n + _reg_term(W, reg)
+    w = W.reshape(-1)
+    loss = terms.sum().div_(n).add_(torch.dot(w, w), alpha=reg)  # mean hinge + reg sum W^2
     return loss, coef
 
 
 def _svm_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float) -> Tensor:
-    """X^T B + 2 reg W, as (B^T X)^T: one GEMM in the layout fast for a tall X."""
-    dW = (coef.T @ X).T                                         # (D, C)
-    if reg:
-        dW = dW.add(W, alpha=2 * reg)
-    return dW
+    """X^T B + 2 reg W, as (B^T X + 2 reg W^T)^T: one GEMM (``addmm``, which also adds the
+    regularizer's gradient) in the layout fast for a tall X."""
+    return torch.addmm(W.T, coef.T, X, beta=2 * reg).T          # (D, C)
 
 
 def _svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
                        kink: float) -> Tuple[Tensor, Tensor]:
-    """``(loss, dW)`` of :func:`_svm_forward` and :func:`_svm_grad_W` in one pass over X.
-
-    Inputs already validated (y int64): the trainer checks its data once per run and calls
-    this every step. On a CPU, X is read block by block (:func:`_row_blocks`): the scores,
-    B and ``B^T X`` of a block are computed while it is in cache, so X crosses the memory bus
-    once instead of twice. The margins are those of :func:`svm_margins`, bit for bit.
-    """
-    n = X.shape[0]
-    dWt = W.new_empty(W.shape[1], W.shape[0])                   # (C, D): (X^T B)^T
-    loss = None
-    blocks = _row_blocks(X, W.shape[1])
-    for k, rows in enumerate(blocks):
-        Xk, yk = (X, y) if len(blocks) == 1 else (X[rows], y[rows])  # (n_k, D), (n_k,)
-        terms, slopes = _hinge(_block_margins(W, Xk, yk, delta), p, kink)
-        coef = svm_coefficients(slopes, yk).div_(n)             # (n_k, C): rows of B
-        if k == 0:
-            loss = terms.sum()
-            torch.mm(coef.T, Xk, out=dWt)
-        else:
-            loss += terms.sum()
-            dWt.addmm_(coef.T, Xk)
-    dW = dWt.T.add(W, alpha=2 * reg) if reg else dWt.T          # (D, C)
-    return loss / n + _reg_term(W, reg), dW
+    """``(loss, dW)`` for inputs already validated (y int64): what
+    :func:`svm_loss_and_grad` computes after its checks, and what the trainer calls at every
+    step, having checked its data once per run."""
+    loss, coef = _svm_forward(W, X, y, reg, delta, p, kink)
+    return loss, _svm_grad_W(W, X, coef, reg)
 
 
 # --------------------------------------------------------------------------- the SVM loss
