@@ -13,8 +13,10 @@ compilation, in the warm-up call, is reported apart). Each is timed as the media
 ``--repeat`` runs after a warm-up (CUDA: synchronised). Ratios are against the hand-written
 gradient. The backward GEMM layout choice (``X.T @ B`` vs ``(B.T @ X).T``) is timed too. Peak
 memory: the extra peak RSS (VmHWM over VmRSS before the call) of a fresh process that runs the
-method once (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA). Threads: torch's and numpy's
-defaults (every core) unless ``--threads`` sets both.
+method once (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA). Threads: torch and numpy's
+BLAS alike, per N as :func:`torch_svm.utils.auto_threads` chooses (one at N = 500, every core
+at 49000) or ``--threads``. The methods take turns, one run of each per round, so a change in
+the machine's load slows them alike.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_svm import svm_loss_autograd, svm_loss_and_grad, svm_loss
-from torch_svm.utils import resolve_device, resolve_dtype
+from torch_svm.utils import auto_threads, resolve_device, resolve_dtype, using_threads
 from verification.reference import svm_loss_naive, svm_loss_vectorized
 
 REG = 2.5e4
@@ -84,30 +86,32 @@ def layouts(W, X, y):
     return {"X.T @ B": lambda: X.T @ B, "(B.T @ X).T": lambda: (B.T @ X).T}
 
 
-def timeit(fn, repeat, device):
-    """(median seconds of ``repeat`` runs, seconds of the warm-up run before them)."""
+def timeit(fns, repeat, device):
+    """name -> (median seconds of ``repeat`` runs, seconds of the warm-up run before them).
+
+    The methods take turns (one run of each per round), so that a machine whose load changes
+    during the benchmark slows them alike."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    warmup = time.perf_counter() - t0
-    times = []
-    for _ in range(repeat):
+
+    def once(fn):
         t0 = time.perf_counter()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), warmup
+        return time.perf_counter() - t0
+
+    warmup = {name: once(fn) for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            times[name].append(once(fn))
+    return {name: (statistics.median(times[name]), warmup[name]) for name in fns}
 
 
 @contextlib.contextmanager
-def numpy_threads(threads):
-    """numpy's BLAS on ``threads`` threads (0: left alone), through threadpoolctl."""
-    if not threads:
-        yield
-        return
+def threads(n):
+    """torch and numpy's BLAS on ``n`` threads (numpy's through threadpoolctl)."""
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(threads, user_api="blas"):
+    with using_threads(n), threadpool_limits(n, user_api="blas"):
         yield
 
 
@@ -146,7 +150,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per method (median)")
     ap.add_argument("--threads", type=int, default=0,
-                    help="CPU threads for torch and numpy's BLAS (0: their defaults)")
+                    help="CPU threads for torch and numpy's BLAS alike (0: chosen per N by "
+                         "torch_svm.utils.auto_threads: one for N = 500, every core for 49000)")
     ap.add_argument("--compile", action="store_true",
                     help="add torch.compile(svm_loss_and_grad) (CUDA: mode reduce-overhead)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
@@ -154,8 +159,6 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = ap.parse_args(argv)
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     compiled = None
@@ -166,36 +169,37 @@ def main(argv=None):
     rows = []
     for n in (int(v) for v in args.n.split(",")):
         W, X, y = make_problem(n, args.d, args.c, dtype, device)
-        with numpy_threads(args.threads):
-            timed = {name: timeit(fn, args.repeat, device)
-                     for name, fn in methods(W, X, y, compiled).items()}
-        lay = {name: timeit(fn, args.repeat, device) for name, fn in layouts(W, X, y).items()}
+        nthreads = args.threads or auto_threads(n * args.d * args.c)
+        with threads(nthreads):
+            timed = timeit(methods(W, X, y, compiled), args.repeat, device)
+            lay = timeit(layouts(W, X, y), args.repeat, device)
         hand = timed["hand"][0]
         for name, (sec, warmup) in timed.items():
             mem = None if args.no_memory or "naive" in name or "compiled" in name else \
                 peak_memory(name, n, args.d, args.c, dtype, device)
-            rows.append(dict(n=n, method=name, ms=sec * 1e3, vs_hand=sec / hand, peak_mib=mem,
-                             warmup_s=warmup if "compiled" in name else None))
+            rows.append(dict(n=n, threads=nthreads, method=name, ms=sec * 1e3, vs_hand=sec / hand,
+                             peak_mib=mem, warmup_s=warmup if "compiled" in name else None))
         for name, (sec, _) in lay.items():
-            rows.append(dict(n=n, method=f"GEMM {name}", ms=sec * 1e3, vs_hand=sec / hand,
-                             peak_mib=None, warmup_s=None))
+            rows.append(dict(n=n, threads=nthreads, method=f"GEMM {name}", ms=sec * 1e3,
+                             vs_hand=sec / hand, peak_mib=None, warmup_s=None))
     meta = dict(device=str(device), dtype=args.dtype, d=args.d, c=args.c, torch=torch.__version__,
-                numpy=np.__version__, threads=torch.get_num_threads(),
-                numpy_threads=args.threads or "default", tf32=args.tf32,
+                numpy=np.__version__, tf32=args.tf32, loadavg=[round(v, 2) for v in os.getloadavg()],
                 gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     if args.json:
         json.dump(dict(meta=meta, rows=rows), sys.stdout, indent=2)
         print()
         return
-    where = meta["gpu"] or f"{meta['threads']} torch threads, numpy BLAS threads: {meta['numpy_threads']}"
-    print(f"device {meta['device']} ({where}), {args.dtype}{', TF32' if args.tf32 else ''}, "
-          f"D={args.d}, C={args.c}, torch {meta['torch']}, numpy {meta['numpy']}\n")
-    print("| N | method | ms per loss+grad | time / hand-written | extra peak memory (MiB) |")
-    print("|---|---|---|---|---|")
+    where = f" ({meta['gpu']})" if meta["gpu"] else ""
+    print(f"device {meta['device']}{where}, {args.dtype}{', TF32' if args.tf32 else ''}, "
+          f"D={args.d}, C={args.c}, torch {meta['torch']}, numpy {meta['numpy']}, median of "
+          f"{args.repeat}, load average {meta['loadavg']} at the end\n")
+    print("| N | threads | method | ms per loss+grad | time / hand-written | extra peak memory (MiB) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         mem = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
         warm = "" if r["warmup_s"] is None else f" (compiling: {r['warmup_s']:.1f} s)"
-        print(f"| {r['n']} | {r['method']}{warm} | {r['ms']:.2f} | {r['vs_hand']:.2f} | {mem} |")
+        print(f"| {r['n']} | {r['threads']} | {r['method']}{warm} | {r['ms']:.2f} | "
+              f"{r['vs_hand']:.2f} | {mem} |")
 
 
 if __name__ == "__main__":

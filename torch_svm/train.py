@@ -10,15 +10,16 @@ it: ``callback`` is called with each minibatch before its step (minGPT's ``on_ba
 pattern), so a study or a benchmark observes the loop instead of copying it.
 :mod:`torch_svm.tune` searches its hyperparameters.
 
-Per step, on a CPU. The data are checked once per run, not at every step; the minibatch is
-gathered into buffers allocated once (``index_select(..., out=)``); the loss and gradient are
-one pass over it (:func:`torch_svm.losses.svm_loss_and_grad`'s internals). The step's GEMMs
-are small (200 x 3073 x 10 for CIFAR-10), so the loop runs on the CPU threads that
-:func:`torch_svm.utils.auto_threads` chooses for that size, one unless ``threads`` says
-otherwise: on two threads the same run is barely faster on an idle machine and many times
-slower when another process keeps a core busy. ``compile=True`` compiles the loss and
-gradient with ``torch.compile`` (C++ kernels on a CPU; CUDA graphs on a GPU), at the cost of
-a compilation in the first step.
+Per step. The data are checked once per run, not at every step; the minibatch is gathered
+into buffers allocated once (``index_select(..., out=)``); the loss and the hand-written
+gradient come from one call (what :func:`torch_svm.losses.svm_loss_and_grad` runs after its
+checks: two GEMMs and a dozen small ops); SGD takes its plain single-tensor path on a CPU. The
+step's GEMMs are small (200 x 3073 x 10 for CIFAR-10), so the loop runs on the CPU threads
+that :func:`torch_svm.utils.auto_threads` chooses for that size, one unless ``threads`` says
+otherwise: when another process keeps a core busy, small GEMMs split over two threads run
+many times slower (``benchmarks/bench_train.py`` measures it). ``compile=True`` compiles the
+loss and gradient with ``torch.compile`` (C++ kernels on a CPU; CUDA graphs on a GPU), at
+the cost of a compilation in the first step.
 
 Regularization stays in the loss as :math:`\lambda \sum W^2`, whose gradient is
 :math:`2 \lambda W`. That is exactly SGD's ``weight_decay = 2 * reg`` (which adds
