@@ -25,11 +25,11 @@ Time is the training loop's wall-clock time (torch-svm: ``TrainResult.seconds``;
 scikit-learn: ``fit``), the median of ``--repeat`` runs; ``first`` is the first run, which pays
 one-time costs (compilation); ``CPU s`` is the process's CPU time meanwhile, all threads
 together (on a busy machine it stays near the work done while the wall-clock time grows, and
-threads that spin waiting for each other show up in it). Before the table, one untimed run pays torch.optim's first use (it imports
-torch._dynamo), reported as ``optim_import_s``. ``/ numpy`` is the time over numpy float32's
-on its default threads; ``busy / quiet`` compares a busy-neighbour row with the same method's
-quiet row. The machine's load average before and after is in the header: timings on a shared
-machine are noisy, so compare rows of one run.
+threads that spin waiting for each other show up in it). Before the table, one untimed run pays
+torch.optim's first use (it imports torch._dynamo), reported as ``optim_import_s``. ``/ numpy``
+is the time over numpy float32's on its default threads; ``busy / quiet`` compares a
+busy-neighbour row with the same method's quiet row. The machine's load average before and after is
+in the header: timings on a shared machine are noisy, so compare rows of one run.
 """
 from __future__ import annotations
 
@@ -257,8 +257,11 @@ def bench(data: Dataset, args) -> List[Row]:
         last = outcomes[-1]
         row = Row(data.name, method, last.threads, neighbour,
                   statistics.median(o.seconds for o in outcomes), outcomes[0].seconds,
-                  statistics.median(o.cpu_seconds for o in outcomes), last.train_accuracy, last.val_accuracy, note=last.note)
+                  statistics.median(o.cpu_seconds for o in outcomes), last.train_accuracy,
+                  last.val_accuracy, note=last.note)
         rows.append(row)
+        print(f"{data.name} {method} ({neighbour}, {row.threads} threads): {row.seconds:.3f} s, "
+              f"val {row.val_accuracy:.3f}", file=sys.stderr, flush=True)   # long runs: progress
         return row
 
     for method, asked, run in quiet_runs(data, args):

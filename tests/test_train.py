@@ -131,7 +131,8 @@ def test_hand_loop_is_plain_sgd_on_the_minibatches(digits64):
     set_seed(0)
     W = LinearSVM(X.shape[1], 10, dtype=torch.float64).W.detach().clone()
     losses = []
-    batches = batch_indices(n, 200, iters, sampling="epoch", generator=torch.Generator().manual_seed(0))
+    batches = batch_indices(n, 200, iters, sampling="epoch",
+                            generator=torch.Generator().manual_seed(0))
     for (Xb, yb), idx in zip(seen, batches):
         assert torch.equal(Xb, X[idx]) and torch.equal(yb, y[idx])
         loss, dW = svm_loss_and_grad(W, X[idx], y[idx], 0.5)
@@ -367,7 +368,8 @@ def test_command_threads_from_the_flags(monkeypatch):
     monkeypatch.setattr("torch_svm.cli._common.auto_threads", lambda work: work)
     assert command_threads(Namespace(threads=3, batch_size=200)) == 3
     assert command_threads(Namespace(threads=0, batch_size=200, data="cifar10")) == 200 * 3073 * 10
-    assert command_threads(Namespace(threads=0, batch_size=200, data="digits", data_dir=None)) == 200 * 65 * 10
+    digits = Namespace(threads=0, batch_size=200, data="digits", data_dir=None)
+    assert command_threads(digits) == 200 * 65 * 10
     assert command_threads(Namespace(threads=0, n=50, d=20, c=7)) == 50 * 20 * 7
     assert command_threads(Namespace(threads=0, data_dir="x")) == 500 * 3073 * 10  # kinks on CIFAR
 
