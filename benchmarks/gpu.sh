@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared script for a machine with a CUDA device (the project's
 # lent accelerator, or yours): the test suite (its CUDA tests run instead of skipping), the
-# loss and training benchmarks on the GPU (float32 and TF32, eager and compiled), and the
-# CIFAR-10 recipe and tuned run on the GPU.
-#   bash benchmarks/gpu.sh [OUT_DIR]        # writes OUT_DIR/{tests,bench_*,train_*}.*
+# loss and training benchmarks on the GPU (float32 and TF32, eager and compiled), the CIFAR-10
+# recipe and tuned run on the GPU, and the kink study on the GPU (its exact-tie counts in
+# float32 with TF32 matmuls on and off).
+#   bash benchmarks/gpu.sh [OUT_DIR]        # writes OUT_DIR/{tests,bench_*,train_*,kinks_*}.*
 # Needs a CUDA build of torch; builds CIFAR-10 from ../shared/cifar10 when it is there.
 set -uo pipefail
 out=${1:-${OUT:-gpu-results}}
@@ -25,6 +26,7 @@ if [ -f ../shared/cifar10/build.py ]; then
     torch-svm train $data --lr 1e-7 --reg 1e3 --iters 8000 --device $dev --json > "$out/train_tuned_$dev.json"
   done
   torch-svm verify tests/mutants.py:correct_vectorized --data cifar10 --data-dir /tmp/cifar --json > "$out/verify_cifar.json"
+  torch-svm kinks --device cuda --data-dir /tmp/cifar --out "$out/kinks_cuda" --json > "$out/kinks_cuda.json"  # ties with TF32 on and off
   cifar="--data-dir /tmp/cifar"
 fi
 # whole training runs: torch-svm's rows on the GPU (eager and compiled), float32 then TF32;

@@ -120,12 +120,12 @@ def main() -> None:
         for point, (X, y, W) in problems.items():
             Xn, yn, Wn = X.numpy(), y.numpy(), W.numpy()
             verdicts = (gradcheck_passes(fn, Wn, Xn, yn), grad_check_sparse_passes(fn, Wn, Xn, yn),
-                        verify(fn, X, y, 10, points={point: (W, point)}).passed)
+                        verify(fn, X, y, points={point: (W, point)}, isolate=False).passed)
             for ok in verdicts:
                 word = "pass" if ok else "FAIL"
                 cells.append(word if ok == correct else f"**{word}** ({'missed' if ok else 'false alarm'})")
         X, y, _ = problems["small"]
-        ok = verify(fn, X, y, 10).passed
+        ok = verify(fn, X, y, isolate=False).passed
         cells.append(("pass" if ok else "FAIL") if ok == correct else f"**{'pass' if ok else 'FAIL'}** (missed)")
         label = f"{name} ({'correct' if correct else 'bug'})"
         print("| " + " | ".join([label] + cells) + " |")

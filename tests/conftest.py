@@ -1,4 +1,5 @@
-"""Shared fixtures and builders: random problems, problems with exact kinks, the CLI runner."""
+"""Shared fixtures and builders: random problems, problems with exact kinks, the CLI runner, a
+private cache folder for verify."""
 from typing import List, Tuple
 
 import pytest
@@ -25,6 +26,34 @@ def random_problem(n: int = 40, d: int = 12, c: int = 6, *, seed: int = 0, w_sca
     X = (torch.randn(n, d, generator=g, dtype=torch.float64) * x_scale).to(dtype)
     y = torch.randint(c, (n,), generator=g)
     return W, X, y
+
+
+def exact_kink_problem(n: int = 24, d: int = 5, c: int = 4, *, seed: int = 3
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(W, X, y)`` with X integers in [-3, 3] and W multiples of 1/8 in [-1/4, 1/4]: every
+    margin is an exact dyadic number, and several are exactly 0 at delta = 1 (3 with the
+    defaults, 5 with n = 40); float64."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(-3, 4, (n, d), generator=g).double()
+    W = torch.randint(-2, 3, (d, c), generator=g).double() / 8
+    return W, X, torch.randint(0, c, (n,), generator=g)
+
+
+def integer_problem(seed: int = 0, n: int = 60, d: int = 12, c: int = 5
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(X, y, W)`` with integer X in [-2, 2] and W in [-1, 1]: margins are exact integers,
+    many exactly 0 with delta = 1 (exact kinks)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(-2, 3, (n, d), generator=g).double()
+    W = torch.randint(-1, 2, (d, c), generator=g).double()
+    return X, torch.randint(c, (n,), generator=g), W
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """verify's cache (dev sets, check points) in a fresh folder instead of ~/.cache."""
+    monkeypatch.setenv("TORCH_SVM_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def run_cli(capsys, *argv: str) -> Tuple[int, str, List[str]]:

@@ -1,13 +1,13 @@
 """Student implementations of the CS231n SVM loss, as students write them: correct ones with
 different kink conventions and precisions, and buggy ones, each with one realistic bug.
 
-Every function has the assignment's signature ``f(W, X, y, reg)`` plus ``delta`` as a keyword
+The module imports numpy only (as a student's file does), so a worker process that imports
+it stays light. Every function has the assignment's signature ``f(W, X, y, reg)`` plus ``delta`` as a keyword
 default, and returns ``(loss, dW)``. ``CORRECT`` and ``BUGGY`` map names to functions; each
 buggy function's docstring names the bug and ``EXPECTED_DIAGNOSIS`` the pattern the verifier
 should report (None where no pattern is expected).
 """
 import numpy as np
-import torch
 
 
 def _scores_margins(W, X, y, delta):
@@ -76,6 +76,8 @@ def correct_float32(W, X, y, reg, delta=1.0):
 
 def correct_torch(W, X, y, reg, delta=1.0):
     """torch tensors in, torch tensors out."""
+    import torch                                     # here: the other students never need it
+
     n = X.shape[0]
     rows = torch.arange(n)
     scores = X @ W
@@ -85,6 +87,26 @@ def correct_torch(W, X, y, reg, delta=1.0):
     coef = (margins > 0).to(X.dtype)
     coef[rows, y] = -coef.sum(1)
     return loss, X.T @ coef / n + 2 * reg * W
+
+
+def correct_float16(W, X, y, reg, delta=1.0):
+    """Computes and returns in float16 (judged against float16 rounding). Not in CORRECT: at
+    delta 100 its loss really overflows float16 (100 * N * C > 65504)."""
+    return _vectorized(W.astype(np.float16), X.astype(np.float16), y, np.float16(reg),
+                       np.float16(delta), lambda m: m > 0)
+
+
+def correct_longdouble(W, X, y, reg, delta=1.0):
+    """Computes in numpy's longdouble (float128 on x86): loss and dW come back as float128."""
+    return _vectorized(W.astype(np.longdouble), X.astype(np.longdouble), y, reg, delta,
+                       lambda m: m > 0)
+
+
+def correct_half_convention(W, X, y, reg, delta=1.0):
+    """The older course convention, right for a course that defines it: ``0.5 * reg * sum(W*W)``
+    with gradient ``reg * W`` (fails the 2020 loss, passes ``reg_convention="half"``)."""
+    loss, dW = correct_vectorized(W, X, y, 0.0, delta)
+    return loss + 0.5 * reg * np.sum(W * W), dW + reg * W
 
 
 # ----------------------------------------------------------------------------- buggy
@@ -175,6 +197,60 @@ def last_example_skipped(W, X, y, reg, delta=1.0):
     return loss * scale + reg * np.sum(W * W), dW * scale + 2 * reg * W
 
 
+def reg_grad_divided_by_n(W, X, y, reg, delta=1.0):
+    """Loops, then ``dW += 2 * reg * W`` before ``dW /= num_train``: the reg gradient is / N."""
+    dW = np.zeros(W.shape)
+    num_classes, num_train = W.shape[1], X.shape[0]
+    loss = 0.0
+    for i in range(num_train):
+        scores = X[i].dot(W)
+        correct_class_score = scores[y[i]]
+        for j in range(num_classes):
+            if j == y[i]:
+                continue
+            margin = scores[j] - correct_class_score + delta
+            if margin > 0:
+                loss += margin
+                dW[:, j] += X[i]
+                dW[:, y[i]] -= X[i]
+    loss /= num_train
+    loss += reg * np.sum(W * W)
+    dW += 2 * reg * W
+    dW /= num_train
+    return loss, dW
+
+
+def return_inside_loop(W, X, y, reg, delta=1.0):
+    """The finishing lines indented into the loop over examples: only example 0 is used."""
+    dW = np.zeros(W.shape)
+    num_classes, num_train = W.shape[1], X.shape[0]
+    loss = 0.0
+    for i in range(num_train):
+        scores = X[i].dot(W)
+        correct_class_score = scores[y[i]]
+        for j in range(num_classes):
+            if j == y[i]:
+                continue
+            margin = scores[j] - correct_class_score + delta
+            if margin > 0:
+                loss += margin
+                dW[:, j] += X[i]
+                dW[:, y[i]] -= X[i]
+        loss /= num_train
+        dW /= num_train
+        loss += reg * np.sum(W * W)
+        dW += 2 * reg * W
+        return loss, dW
+
+
+def first_half_only(W, X, y, reg, delta=1.0):
+    """``if i == num_train // 2: break`` left in the loop over examples."""
+    n = X.shape[0]
+    k = n // 2
+    loss, dW = correct_vectorized(W, X[:k], y[:k], 0.0, delta)
+    return loss * k / n + reg * np.sum(W * W), dW * k / n + 2 * reg * W
+
+
 def one_coordinate_wrong(W, X, y, reg, delta=1.0):
     """A debugging leftover: ``dW[3, 2] *= 0.5``."""
     loss, dW = correct_vectorized(W, X, y, reg, delta)
@@ -190,28 +266,46 @@ def bias_row_not_regularized(W, X, y, reg, delta=1.0):
 
 
 CORRECT = {f.__name__: f for f in (correct_naive, correct_vectorized, correct_ge_kink,
-                                   correct_float32, correct_torch)}
+                                   correct_float32, correct_torch, correct_longdouble)}
 
 BUGGY = {f.__name__: f for f in (reg_grad_missing, reg_grad_halved, correct_class_not_subtracted,
                                  correct_class_wrong_sign, no_division_by_n, loss_divided_by_c,
                                  correct_margin_not_zeroed, loss_counts_delta_only,
                                  mask_after_clamp, mask_without_delta, margin_as_coefficient,
                                  last_example_skipped, one_coordinate_wrong,
-                                 bias_row_not_regularized)}
+                                 bias_row_not_regularized, reg_grad_divided_by_n,
+                                 return_inside_loop, first_half_only, correct_half_convention)}
 
-#: the (what, pattern) the diagnosis should name for each bug, where one is expected
+#: every (what, pattern) the diagnosis must name for each bug, and nothing else ("no_known_pattern"
+#: where no known bug fits: the honest answer)
 EXPECTED_DIAGNOSIS = {
-    "reg_grad_missing": ("gradient", "regularization_gradient"),
-    "reg_grad_halved": ("gradient", "regularization_gradient"),
-    "correct_class_not_subtracted": ("gradient", "correct_class"),
-    "correct_class_wrong_sign": ("gradient", "correct_class"),
-    "no_division_by_n": ("gradient", "normalisation"),
-    "loss_divided_by_c": ("loss", "normalisation"),
-    "loss_counts_delta_only": ("loss", "correct_class_margin"),
-    "correct_margin_not_zeroed": ("loss", "correct_class_margin"),
-    "mask_after_clamp": ("gradient", "mask_after_clamp"),
-    "mask_without_delta": ("gradient", "mask_without_delta"),
-    "margin_as_coefficient": ("gradient", "margin_as_coefficient"),
-    "last_example_skipped": ("gradient", "one_example"),
-    "one_coordinate_wrong": ("gradient", "few_coordinates"),
+    "reg_grad_missing": {("gradient", "regularization_gradient")},
+    "reg_grad_halved": {("gradient", "regularization_gradient")},
+    "correct_class_not_subtracted": {("gradient", "correct_class")},
+    "correct_class_wrong_sign": {("gradient", "correct_class")},
+    "no_division_by_n": {("gradient", "normalisation")},
+    "loss_divided_by_c": {("loss", "normalisation"), ("gradient", "normalisation")},
+    "loss_counts_delta_only": {("loss", "correct_class_margin")},
+    "correct_margin_not_zeroed": {("loss", "correct_class_margin"), ("gradient", "correct_margin_counted")},
+    "mask_after_clamp": {("gradient", "mask_after_clamp")},
+    "mask_without_delta": {("gradient", "mask_without_delta")},
+    "margin_as_coefficient": {("gradient", "margin_as_coefficient")},
+    "last_example_skipped": {("loss", "prefix_of_examples"), ("gradient", "prefix_of_examples")},
+    "one_coordinate_wrong": {("gradient", "few_coordinates")},
+    "bias_row_not_regularized": {("gradient", "no_known_pattern")},
+    "reg_grad_divided_by_n": {("gradient", "regularization_gradient")},
+    "return_inside_loop": {("loss", "prefix_of_examples"), ("gradient", "prefix_of_examples")},
+    "first_half_only": {("loss", "prefix_of_examples"), ("gradient", "prefix_of_examples")},
+    "correct_half_convention": {("both", "half_reg_convention")},
+}
+
+#: words the message must hold, where the pattern alone does not tell two bugs apart
+EXPECTED_WORDS = {
+    "reg_grad_missing": "missing",
+    "reg_grad_halved": "halved",
+    "reg_grad_divided_by_n": "divided by N",
+    "return_inside_loop": "only example 0",
+    "first_half_only": "first 50 of 100",
+    "last_example_skipped": "last example",
+    "correct_half_convention": "older course convention",
 }

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import random_problem, run_cli
 import torch
 
 from torch_svm.cli import main
@@ -12,11 +12,7 @@ from verification.crosscheck import ANALYTIC_METHODS, cross_check, max_rel_error
 
 
 def problem(n=30, d=8, c=5, scale=0.5, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    W = (torch.randn(d, c, generator=g, dtype=torch.float64) * scale).to(dtype)
-    X = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype)
-    y = torch.randint(c, (n,), generator=g)
-    return W, X, y
+    return random_problem(n, d, c, seed=seed, w_scale=scale, dtype=dtype)
 
 
 def test_rel_error_formula():
@@ -132,3 +128,24 @@ def test_cli_check_bad_input_one_line_exit_2(capsys, argv, needle):
 def test_cli_check_on_cuda(capsys):
     assert main(["check", "--device", "cuda", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["device"].startswith("cuda")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_many_classes_correct_code_passes_and_one_wrong_term_fails(seed, one_thread):
+    """At C = 1000 a label column sums up to N_j (C - 1) terms, and the naive loop's rounding
+    drifts with that count: correct code must pass; one term off in one coordinate must not."""
+    W, X, y = random_problem(50, 20, 1000, seed=seed, w_scale=0.5)
+    report = cross_check(W, X, y, 0.1)
+    assert report.passed, [(p.a, p.b, p.note) for p in report.pairs if not p.passed]
+    naive, is64 = ANALYTIC_METHODS["naive"]
+    j = int(y[0])                                            # a label column
+    k = int(X[0].abs().argmax())
+
+    def wrong(W, X, y, reg, *, delta, p):                    # row 0 loses one active term at W[k, j]
+        loss, dW = naive(W, X, y, reg, delta=delta, p=p)
+        dW = dW.copy()
+        dW[k, j] += float(X[0, k]) / X.shape[0]
+        return loss, dW
+
+    report = cross_check(W, X, y, 0.1, methods={"naive": (wrong, is64)})
+    assert not report.passed

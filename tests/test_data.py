@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from torch_svm.cifar10 import UnsafePickleError, download_cifar10, read_cifar10
+from torch_svm import cifar10
+from torch_svm.cifar10 import DownloadError, UnsafePickleError, download_cifar10, read_cifar10
 from torch_svm.data import DataConfig, load_dataset, read_digits
 from torch_svm.errors import DataFormatError
 
@@ -317,12 +318,15 @@ def test_truncated_archive_names_it(tmp_path):
 
 @pytest.mark.parametrize("content, pattern", [
     ({"labels": [0] * PER_BATCH}, r"missing key\(s\) \['data'\]"),
+    ({"data": _images(PER_BATCH, 0).astype(np.int64), "labels": [0] * PER_BATCH},
+     r"uint8 array of shape \(N, 3072\) with N <= 10000, got int64"),
     ({"data": _images(PER_BATCH, 0).astype(np.float32), "labels": [0] * PER_BATCH},
-     r"uint8 array of shape \(N, 3072\), got float32"),
+     r"refused numpy dtype b?'f4'"),  # only integer dtypes are rebuilt at all
     ({"data": _images(PER_BATCH, 0)[:, :3000], "labels": [0] * PER_BATCH}, r"got uint8 array of shape \(4, 3000\)"),
     ({"data": _images(PER_BATCH, 0), "labels": [0] * (PER_BATCH - 1)}, r"'labels' must be 4 integers"),
-    ({"data": _images(PER_BATCH, 0), "labels": [0, 1, 2, 10]}, r"labels must be in \[0, 10\), got max 10"),
-    ({"data": _images(PER_BATCH, 0), "labels": [0, -1, 2, 3]}, r"labels must be >= 0"),
+    ({"data": _images(PER_BATCH, 0), "labels": [0, 1, 2, 10]}, r"labels must be in \[0, 10\), got min 0 and max 10"),
+    ({"data": _images(PER_BATCH, 0), "labels": [0, -1, 2, 3]}, r"labels must be in \[0, 10\), got min -1"),
+    ({"data": _images(PER_BATCH, 0), "labels": [0, 1, 2, 3.0]}, r"'labels' must be 4 integers .*got list of length 4"),
     ([1, 2, 3], r"expected a pickled dict, got list"),
 ])
 def test_malformed_batch_names_file_and_problem(tmp_path, content, pattern):
@@ -331,9 +335,22 @@ def test_malformed_batch_names_file_and_problem(tmp_path, content, pattern):
         read_cifar10(tmp_path)
 
 
-def test_malformed_meta(tmp_path):
-    _write_cifar(tmp_path, **{"batches.meta": {"label_names": []}})
-    with pytest.raises(DataFormatError, match="batches.meta.*label_names"):
+@pytest.mark.parametrize("names", [[], CLASSES[:9], CLASSES + ["extra"], CLASSES[:9] + [""],
+                                   CLASSES[:9] + ["x" * 101], CLASSES[:9] + [3], "airplane"])
+def test_malformed_meta(tmp_path, names):
+    _write_cifar(tmp_path, **{"batches.meta": {"label_names": names}})
+    with pytest.raises(DataFormatError, match=r"batches.meta: 'label_names' must be a list of 10 "
+                                              r"class names \(str or bytes of 1 to 100 characters\)"):
+        read_cifar10(tmp_path)
+
+
+def test_batch_rows_are_capped(tmp_path, monkeypatch):
+    """At most 10000 rows per batch, as the official files hold (here the cap is lowered to 3,
+    so that the files stay small)."""
+    monkeypatch.setattr(cifar10, "_BATCH_ROWS", 3)
+    _write_cifar(tmp_path)
+    with pytest.raises(DataFormatError, match=r"data_batch_1: 'data' must be a uint8 array of "
+                                              r"shape \(N, 3072\) with N <= 3, got uint8 array of shape \(4, 3072\)"):
         read_cifar10(tmp_path)
 
 
@@ -378,6 +395,21 @@ def test_download_checks_md5_before_the_file_appears(tmp_path):
     path = download_cifar10(tmp_path / "b", url=source.as_uri(), md5=good)
     assert path == tmp_path / "b" / "cifar-10-python.tar.gz"
     assert path.read_bytes() == source.read_bytes()
+
+
+def test_download_failure_is_one_line_naming_the_url(tmp_path, monkeypatch):
+    for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)  # the refused connection must be 127.0.0.1's
+    missing = (tmp_path / "nowhere.tar.gz").as_uri()
+    with pytest.raises(DownloadError) as info:
+        download_cifar10(tmp_path / "a", url=missing)
+    message = str(info.value)
+    assert message.startswith(f"download of {missing} failed: [Errno 2] No such file")
+    assert message.endswith("; get the archive by hand and pass --data-dir") and "\n" not in message
+    assert isinstance(info.value, OSError) and "urlopen error" not in message
+    with pytest.raises(DownloadError, match=r"download of http://127.0.0.1:9/x failed: .*refused"):
+        download_cifar10(tmp_path / "a", url="http://127.0.0.1:9/x")  # the discard port: closed
+    assert not (tmp_path / "a" / "cifar-10-python.tar.gz").exists()
 
 
 # ----------------------------------------------------------------------------- real data (opt-in)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import exact_kink_problem, random_problem
 from torch.autograd.gradcheck import GradcheckError
 
 from torch_svm import (MultiMarginLoss, multi_margin_loss, svm_loss_autograd,
@@ -18,11 +19,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 def problem(n=40, d=12, c=6, seed=0, scale=0.3, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    W = torch.randn(d, c, generator=g, dtype=dtype) * scale
-    X = torch.randn(n, d, generator=g, dtype=dtype)
-    y = torch.randint(c, (n,), generator=g)
-    return W, X, y
+    return random_problem(n, d, c, seed=seed, w_scale=scale, dtype=dtype)
 
 
 def autograd_grad(W, X, y, reg, delta, p):
@@ -67,14 +64,14 @@ def test_gradcheck_rejects_a_wrong_backward():
 
     class Wrong(_SVMLoss):
         @staticmethod
-        def backward(ctx, g):
-            dW, dX, *rest = _SVMLoss.backward(ctx, g)
-            return (dW - 2 * ctx.reg * ctx.saved_tensors[0], dX, *rest)
+        def backward(ctx, g, g_coef):
+            dW, dX, *rest = _SVMLoss.backward(ctx, g, g_coef)
+            return (dW - 2 * ctx.hyper[0] * ctx.saved_tensors[0], dX, *rest)
 
     W, X, y = problem(n=15, d=5, c=4)
     W.requires_grad_(True)
     with pytest.raises(GradcheckError):
-        torch.autograd.gradcheck(lambda W: Wrong.apply(W, X, y, 0.3, 1.0, 1, 0.0), (W,))
+        torch.autograd.gradcheck(lambda W: Wrong.apply(W, X, y, 0.3, 1.0, 1, 0.0)[0], (W,))
 
 
 def test_sgd_step_uses_hand_written_gradient():
@@ -93,14 +90,8 @@ def test_sgd_step_uses_hand_written_gradient():
 # --------------------------------------------------------------------------- the kink
 
 def kinky_problem():
-    """Integer scores so that several margins S_ij - S_iy + 1 are exactly 0."""
-    X = torch.eye(4, dtype=torch.float64)                      # S = W
-    W = torch.tensor([[0., -1., 2., -1.],
-                      [3., 2., 2., 0.],
-                      [1., 1., 0., 0.],
-                      [-1., 0., -2., -3.]], dtype=torch.float64)
-    y = torch.tensor([0, 0, 1, 3])
-    return W, X, y
+    """Several margins S_ij - S_iy + 1 exactly 0."""
+    return exact_kink_problem(n=40, seed=0)
 
 
 def test_kink_problem_has_exact_zero_margins():
@@ -301,7 +292,7 @@ def test_multi_margin_bad_input():
         multi_margin_loss(x, y, p=0)
     with pytest.raises(ValueError, match=r"target must hold labels in \[0, 3\), got 7"):
         multi_margin_loss(x, torch.tensor([0, 1, 7, 2]))
-    with pytest.raises(ValueError, match=r"weight must be a tensor of shape \(3,\), got \(4,\)"):
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\), one per class, got \(4,\)"):
         multi_margin_loss(x, y, weight=torch.ones(4))
     with pytest.raises(ValueError, match=r"MultiMargin|reduction"):
         MultiMarginLoss(reduction="bad")

@@ -41,10 +41,15 @@ and :func:`multi_margin_loss` / :class:`MultiMarginLoss`, a drop-in for
 ``torch.nn.functional.multi_margin_loss`` / ``torch.nn.MultiMarginLoss`` with a hand-written
 backward (it also runs in float16 and bfloat16 on the CPU, where PyTorch's kernel does not).
 
+PyTorch's machinery. :func:`svm_loss` and :func:`multi_margin_loss` are ``autograd.Function``\ s
+with ``setup_context`` and a generated vmap rule, so ``torch.func`` (grad, vmap, jacrev),
+``torch.compile(fullgraph=True)``, ``torch.export`` and FakeTensors work on them, and their
+backward is differentiable (``create_graph=True``, ``hessian``, ``gradgradcheck``). Forward-mode
+AD (``jvp``, ``jacfwd``) is not supported, as for PyTorch's own ``multi_margin_loss``.
+
 Performance. The loss is two GEMMs, ``S = X W`` forward and ``X^T B`` backward, computed as
 ``(B^T X)^T`` (the layout fast for a tall X on a CPU; ``addmm`` adds ``2 reg W`` in the same
-call), and a dozen (N, C) element-wise ops, done in place where they can
-(``benchmarks/bench_loss.py`` measures them). A one-pass variant that fed both GEMMs from a
+call), and a dozen (N, C) element-wise ops (``benchmarks/bench_loss.py`` measures them). A one-pass variant that fed both GEMMs from a
 cache-sized block of X was measured and gave nothing on the project's CPU: its GEMMs are
 compute-bound on one thread, and on two the blocks' GEMMs wait on their threads' barrier. No
 function here synchronises host and device, except the label range check, which runs only for
@@ -58,7 +63,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
+from torch._subclasses.fake_tensor import is_fake
 
 __all__ = [
     "svm_loss",
@@ -94,6 +99,12 @@ def _real(name: str, value: object) -> float:
         raise TypeError(f"{name} must be a real number, got {value!r:.200}") from None
 
 
+def _finite(value: float) -> bool:
+    """``math.isfinite`` as comparisons, which ``torch.compile`` can trace for a float it made
+    symbolic (a hyperparameter that changes between calls); False for nan."""
+    return -math.inf < value < math.inf
+
+
 def validate_hyperparameters(*, reg: float = 0.0, delta: float = 1.0, p: int = 1,
                              kink: float = 0.0) -> Tuple[float, float, int, float]:
     """Check the loss's hyperparameters; return them as ``(reg, delta, p, kink)`` floats / int.
@@ -103,19 +114,31 @@ def validate_hyperparameters(*, reg: float = 0.0, delta: float = 1.0, p: int = 1
     """
     reg, delta, kink = _real("reg", reg), _real("delta", delta), _real("kink", kink)
     p = _check_p(p)
-    if not (math.isfinite(delta) and delta > 0):
+    if not (_finite(delta) and delta > 0):
         raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
-    if not (math.isfinite(reg) and reg >= 0):
+    if not (_finite(reg) and reg >= 0):
         raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
     if not 0.0 <= kink <= 1.0:
         raise ValueError(f"kink (the value taken at a margin of exactly 0) must be in [0, 1], got {kink!r}")
     return reg, delta, p, kink
 
 
+def _labels_readable(y: Tensor) -> bool:
+    """Whether the labels' values can be read on the host without a device sync or breaking a
+    trace: an eager CPU tensor holding real data (not under ``torch.compile`` or
+    ``torch.export``, not a FakeTensor, not batched by ``vmap``)."""
+    if y.device.type != "cpu" or torch.compiler.is_compiling():  # first: is_fake is not traceable
+        return False
+    return not (is_fake(y) or torch._C._functorch.is_functorch_wrapped_tensor(y))
+
+
 def _check_labels(y: Tensor, n: int, num_classes: int, name: str = "y") -> Tensor:
     """Integer labels of shape (n,) in [0, num_classes); returned as int64.
 
-    The range check reads the labels on the host, so it runs only for CPU tensors.
+    The range check reads the labels on the host, so it runs only where that is free and
+    traceable (:func:`_labels_readable`). Elsewhere (CUDA, ``torch.compile``, ``torch.export``,
+    ``vmap`` over the labels) an out-of-range label is caught by ``gather``'s own index check
+    (a RuntimeError on the CPU, a device-side assert on CUDA), never read silently.
     """
     if not isinstance(y, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integer labels, got {type(y).__name__}")
@@ -123,7 +146,7 @@ def _check_labels(y: Tensor, n: int, num_classes: int, name: str = "y") -> Tenso
         raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
     if y.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},) to match the {n} examples, got {tuple(y.shape)}")
-    if y.device.type == "cpu" and n > 0:
+    if n > 0 and _labels_readable(y):
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
@@ -165,8 +188,9 @@ def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
 
 def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
     idx = y.unsqueeze(1)                                        # (N, 1)
-    margins = X @ W                                             # (N, C): the scores S
-    margins.sub_(margins.gather(1, idx)).add_(delta)            # S_ij - S_iy_i + delta, in place
+    scores = X @ W                                              # (N, C)
+    # out of place: gather saves the scores, and p = 2's second derivatives differentiate this
+    margins = scores - scores.gather(1, idx) + delta            # (N, C)
     return margins.scatter_(1, idx, float("-inf"))              # j = y_i is not a term
 
 
@@ -188,8 +212,9 @@ def _hinge(m: Tensor, p: int, kink: float = 0.0) -> Tuple[Tensor, Tensor]:
     hinge = m.clamp_min(0)
     if p == 2:
         return hinge * hinge, 2 * hinge                         # g(m) = 2 max(0, m)
-    # g(m) = 1[m > 0], and kink at m == 0: one kernel, exactly 0, kink or 1
-    return hinge, torch.heaviside(m, m.new_full((), kink))
+    # g(m) = 1[m > 0], and kink at m == 0: one kernel, exactly 0, kink or 1; piecewise
+    # constant, so no gradient flows through it (detach: heaviside has no derivative formula)
+    return hinge, torch.heaviside(m.detach(), m.new_full((), kink))
 
 
 def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
@@ -234,26 +259,55 @@ def _svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float
 
 class _SVMLoss(torch.autograd.Function):
     """The SVM loss whose backward is the hand-written gradient (inputs validated by
-    :func:`svm_loss`). Gradients flow to W (``X^T B + 2 reg W``) and to X (``B W^T``)."""
+    :func:`svm_loss`). Gradients flow to W (``X^T B + 2 reg W``) and to X (``B W^T``).
+
+    ``forward`` returns ``(loss, B)``; B is saved for the backward and marked non-differentiable.
+    The backward is built from differentiable ops, so second derivatives are right: under
+    ``create_graph=True`` (``hessian``, ``gradgradcheck``, ``torch.func``) autograd
+    differentiates ``X^T B + 2 reg W`` and ``B W^T``. For ``p = 1`` B is piecewise constant, so
+    the saved one serves (the W-Hessian is ``2 reg I``); for ``p = 2``, ``B = 2/N max(0, m)``
+    depends on W and X, and the backward rebuilds it with grad enabled through
+    :func:`_svm_forward`, which must stay differentiable ops (the ``2 X^T D X`` blocks;
+    ``tests/test_dropin.py`` checks them). Without ``create_graph`` (``loss.backward()``) it
+    uses the saved B and builds no graph. ``generate_vmap_rule``: ``vmap`` runs the same
+    forward and backward over a batch.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
-                kink: float) -> Tensor:
-        loss, coef = _svm_forward(W, X, y, reg, delta, p, kink)
-        ctx.save_for_backward(W, X, coef)
-        ctx.reg = reg
-        return loss
+    def forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
+                kink: float) -> Tuple[Tensor, Tensor]:
+        return _svm_forward(W, X, y, reg, delta, p, kink)       # (loss, B: (N, C))
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_loss: Tensor):
-        W, X, coef = ctx.saved_tensors
+    def setup_context(ctx, inputs, output) -> None:
+        W, X, y, *ctx.hyper = inputs                            # hyper: reg, delta, p, kink
+        coef = output[1]
+        ctx.mark_non_differentiable(coef)
+        ctx.set_materialize_grads(False)                        # no (N, C) zeros for B's grad
+        ctx.save_for_backward(W, X, y, coef)
+
+    @staticmethod
+    def backward(ctx, grad_loss: Optional[Tensor], _grad_coef: Optional[Tensor]):
+        if grad_loss is None:                                   # grads not materialised
+            return None, None, None, None, None, None, None
+        W, X, y, coef = ctx.saved_tensors
+        reg, delta, p, kink = ctx.hyper
+        if p == 2 and _building_graph(W, X):                    # create_graph: B as a function of W, X
+            _, coef = _svm_forward(W, X, y, reg, delta, p, kink)
         dW = dX = None
         if ctx.needs_input_grad[0]:
-            dW = grad_loss * _svm_grad_W(W, X, coef, ctx.reg)
+            dW = grad_loss * _svm_grad_W(W, X, coef, reg)       # (D, C)
         if ctx.needs_input_grad[1]:
             dX = grad_loss * (coef @ W.T)                       # (N, D)
         return dW, dX, None, None, None, None, None
+
+
+def _building_graph(*saved: Optional[Tensor]) -> bool:
+    """True in a backward run with ``create_graph=True`` whose result must be differentiable
+    in one of the ``saved`` inputs: the backward then recomputes what it saved, with grad on."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in saved)
 
 
 def svm_loss(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
@@ -268,7 +322,9 @@ def svm_loss(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
             (``p = 1`` only; default 0).
 
     Returns:
-        A 0-d tensor on W's device and dtype; gradients flow to W and X (first order only).
+        A 0-d tensor on W's device and dtype; gradients flow to W and X, to any order
+        (``create_graph=True``, ``hessian``), and ``torch.func`` (grad, vmap, jacrev) and
+        ``torch.compile`` work on it.
 
     Example::
 
@@ -278,7 +334,7 @@ def svm_loss(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
     """
     reg, delta, p, kink = validate_hyperparameters(reg=reg, delta=delta, p=p, kink=kink)
     y = validate_svm_inputs(W, X, y)
-    return _SVMLoss.apply(W, X, y, reg, delta, p, kink)
+    return _SVMLoss.apply(W, X, y, reg, delta, p, kink)[0]
 
 
 def svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
@@ -331,49 +387,95 @@ def svm_loss_multimargin(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
 
 # --------------------------------------------------------------------------- MultiMarginLoss
 
-def _mml_terms(x: Tensor, target: Tensor, p: int, margin: float,
-               weight: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    """Per-sample losses (N,) and dloss_i/dx_i (N, C) for a 2-D input."""
+def _mml_terms(x: Tensor, target: Tensor, p: int, margin: float) -> Tuple[Tensor, Tensor]:
+    """Unweighted per-sample losses ``t_i = (1/C) sum_{j != y_i} max(0, z_ij)^p`` (N,) and
+    their slopes ``dt_i/dx_i`` (N, C) for a 2-D input, ``z_ij = margin - x_{i y_i} + x_ij``."""
     c = x.shape[1]
     idx = target.unsqueeze(1)                                   # (N, 1)
     z = (x - x.gather(1, idx) + margin).scatter_(1, idx, float("-inf"))  # (N, C); not a term at y
     terms, slopes = _hinge(z, p)                                # PyTorch's kernel: z > 0
-    if weight is not None:
-        w = weight[target].unsqueeze(1)                         # (N, 1): weight[y_i]
-        terms, slopes = terms * w, slopes * w
     return terms.sum(dim=1) / c, svm_coefficients(slopes, target) / c
 
 
 class _MultiMarginLossFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, target: Tensor, p: int, margin: float,
-                weight: Optional[Tensor], reduction: str) -> Tensor:
-        losses, coef = _mml_terms(x, target, p, margin, weight)
-        ctx.save_for_backward(coef)
-        ctx.reduction = reduction
-        if reduction == "none":
-            return losses
-        if reduction == "sum":
-            return losses.sum()
-        return losses.mean()
+    """``multi_margin_loss`` on a 2-D input (validated by :func:`multi_margin_loss`).
+
+    ``loss_i = w_{y_i} t_i`` (``w = 1`` without a weight), reduced. The backward is
+    ``dL/dx_i = g_i w_{y_i} dt_i/dx_i`` and ``dL/dw_c = sum_{i: y_i = c} g_i t_i`` with
+    ``g_i = dL/dloss_i`` (1/N for the mean). ``forward`` returns ``(out, dt/dx, t)`` (``t``
+    only with a weight), the last two saved and non-differentiable. As in :class:`_SVMLoss`,
+    under ``create_graph=True`` the backward rebuilds them from x with grad enabled when
+    they depend on it: ``dt/dx`` for ``p = 2``, ``t`` when the weight gradient is built.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: Tensor):
-        (coef,) = ctx.saved_tensors                             # (N, C)
-        if ctx.reduction == "none":
-            grad = coef * grad_out.unsqueeze(1)
-        elif ctx.reduction == "sum":
-            grad = coef * grad_out
+    def forward(x: Tensor, target: Tensor, p: int, margin: float, weight: Optional[Tensor],
+                reduction: str) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        unweighted, coef = _mml_terms(x, target, p, margin)     # (N,), (N, C)
+        losses = unweighted
+        if weight is not None:
+            losses = unweighted * weight[target]                # (N,): w_{y_i} t_i
         else:
-            grad = coef * (grad_out / coef.shape[0])
-        return grad, None, None, None, None, None
+            unweighted = None                                   # no weight gradient to build
+        if reduction == "sum":
+            losses = losses.sum()
+        elif reduction == "mean":
+            losses = losses.mean()
+        return losses, coef, unweighted
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, target, ctx.p, ctx.margin, weight, ctx.reduction = inputs
+        _, coef, unweighted = output
+        ctx.mark_non_differentiable(*(t for t in (coef, unweighted) if t is not None))
+        ctx.set_materialize_grads(False)                        # no zeros for their grads
+        ctx.save_for_backward(x, target, weight, coef, unweighted)
+
+    @staticmethod
+    def backward(ctx, grad_out: Optional[Tensor], _grad_coef, _grad_unweighted):
+        if grad_out is None:                                    # grads not materialised
+            return None, None, None, None, None, None
+        x, target, weight, coef, unweighted = ctx.saved_tensors
+        if (ctx.p == 2 or ctx.needs_input_grad[4]) and _building_graph(x):  # create_graph
+            unweighted, coef = _mml_terms(x, target, ctx.p, ctx.margin)
+        g = grad_out / x.shape[0] if ctx.reduction == "mean" else grad_out  # dL/dloss_i: (N,) or 0-d
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            if weight is not None:
+                g_w = g * weight[target]                        # (N,): g_i w_{y_i}
+                dx = coef * g_w.unsqueeze(1)                    # (N, C)
+            else:
+                dx = coef * (g.unsqueeze(1) if g.dim() else g)  # a 0-d g: one fast scalar multiply
+        if ctx.needs_input_grad[4]:
+            g_n = g.expand(x.shape[0])                          # (N,)
+            dw = torch.zeros_like(weight).index_add(0, target, unweighted * g_n)  # (C,)
+        return dx, None, None, None, dw, None
 
 
 def _check_reduction(reduction: object) -> str:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r:.200}")
     return reduction
+
+
+def _check_margin(margin: object) -> float:
+    margin = _real("margin", margin)
+    if not _finite(margin):
+        raise ValueError(f"margin must be finite, got {margin!r}")
+    return margin
+
+
+def _check_weight(weight: object) -> Optional[Tensor]:
+    """None or a one-dimensional tensor of class weights (its length is checked against C later)."""
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be None or a 1-D torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() != 1:
+        raise ValueError(f"weight must be one-dimensional, (C,), got shape {tuple(weight.shape)}")
+    return weight
 
 
 def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1, margin: float = 1.0,
@@ -386,32 +488,50 @@ def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1, margin: float =
 
     Args:
         input: (N, C) scores, or (C,) / () for one sample.
-        target: (N,) integer labels in [0, C), or 0-d for a 1-d/0-d input.
-        p: 1 or 2.  margin: any real (0 and negative allowed, as in PyTorch).
+        target: (N,) integer labels in [0, C); for a (C,) / () input, 0-d or shape (1,).
+        p: 1 or 2.  margin: any finite real (0 and negative allowed, as in PyTorch).
         weight: optional (C,) class weights; ``weight[target]`` multiplies each term after
-            the power. No gradient flows to it (as in PyTorch).
-        reduction: ``"none"`` ((N,) or () for one sample), ``"mean"`` or ``"sum"``.
+            the power. Gradients flow to it too (PyTorch raises): ``dL/dw_c`` sums the
+            unweighted losses of the samples of class c, reduced like the loss.
+        reduction: ``"none"`` ((N,); for one sample the target's shape), ``"mean"`` or ``"sum"``.
 
-    The derivative at a kink (z = 0) is 0, PyTorch's convention. The sum over ``j != y``
-    uses C = ``input.shape[-1]`` as the divisor, as PyTorch does. Target range is checked
-    for CPU tensors only (a device sync otherwise).
+    Returns:
+        The loss on the input's device and dtype, float16 and bfloat16 included (on the CPU
+        too, where PyTorch's kernel has none). Gradients flow to ``input`` and ``weight``, to
+        any order; ``torch.func`` (grad, vmap, jacrev), ``torch.compile(fullgraph=True)`` and
+        ``torch.export`` work on it.
+
+    Differences from PyTorch, on purpose: a NaN score gives a NaN loss (PyTorch's kernel
+    tests ``z > 0``, false for NaN, and drops the term: a finite, even zero, loss that hides
+    the NaN); bad arguments raise ValueError / TypeError naming the argument (PyTorch:
+    RuntimeError from the kernel).
+    The derivative at a kink (z = 0) is 0 and the sum over ``j != y`` divides by
+    C = ``input.shape[-1]``, as in PyTorch. The target range is checked on the host for eager
+    CPU tensors only; elsewhere ``gather``'s index check catches an out-of-range label.
+
+    Example::
+
+        >>> x, y = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 2, 1, 2])
+        >>> multi_margin_loss(x, y, p=2).backward()  # x.grad from the hand-written backward
     """
     p = _check_p(p)
     _check_reduction(reduction)
     if not isinstance(input, Tensor) or not input.is_floating_point():
         raise TypeError(f"input must be a floating-point torch.Tensor, got "
                         f"{getattr(input, 'dtype', type(input).__name__)}")
-    margin = _real("margin", margin)
-    if not math.isfinite(margin):
-        raise ValueError(f"margin must be finite, got {margin!r}")
+    margin = _check_margin(margin)
     if input.dim() > 2:
         raise ValueError(f"input must be 0-d, 1-d (C,) or 2-d (N, C), got shape {tuple(input.shape)}")
     single = input.dim() < 2
     x = input.reshape(1, -1) if single else input               # (N, C)
     if x.shape[1] == 0:
         raise ValueError(f"input must have at least one class, got shape {tuple(input.shape)}")
+    weight = _check_weight(weight)
+    if weight is not None and weight.shape != (x.shape[1],):
+        raise ValueError(f"weight must have shape ({x.shape[1]},), one per class, got {tuple(weight.shape)}")
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor of integer labels, got {type(target).__name__}")
+    out_shape = target.shape                                    # one sample, "none": the target's
     if single:
         if target.dim() > 1 or target.numel() != 1:
             raise ValueError(f"target must be 0-d (or shape (1,)) for an input of shape "
@@ -421,28 +541,26 @@ def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1, margin: float =
     if target.device != x.device:
         raise ValueError(f"target and input must be on the same device, got {target.device} and {x.device}")
     if weight is not None:
-        if not isinstance(weight, Tensor) or weight.shape != (x.shape[1],):
-            raise ValueError(f"weight must be a tensor of shape ({x.shape[1]},), got "
-                             f"{tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__}")
         weight = weight.to(device=x.device, dtype=x.dtype)
-    out = _MultiMarginLossFunction.apply(x, target, p, margin, weight, reduction)
-    return out.reshape(()) if single and reduction == "none" else out
+    out = _MultiMarginLossFunction.apply(x, target, p, margin, weight, reduction)[0]
+    return out.reshape(out_shape) if single and reduction == "none" else out
 
 
 class MultiMarginLoss(nn.Module):
     """Drop-in for :class:`torch.nn.MultiMarginLoss` (see :func:`multi_margin_loss`).
 
-    Args: ``p=1``, ``margin=1.0``, ``weight=None`` (a (C,) tensor, kept as a buffer),
-    ``reduction="mean"``. Call as ``loss(input, target)``.
+    Args: ``p=1``, ``margin=1.0`` (finite), ``weight=None`` (a 1-D (C,) tensor, kept as a
+    buffer; checked here, its length at the call), ``reduction="mean"``. Call as
+    ``loss(input, target)``.
     """
 
     def __init__(self, p: int = 1, margin: float = 1.0, weight: Optional[Tensor] = None,
                  reduction: str = "mean") -> None:
         super().__init__()
         self.p = _check_p(p)
-        self.margin = _real("margin", margin)
+        self.margin = _check_margin(margin)
         self.reduction = _check_reduction(reduction)
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", _check_weight(weight))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return multi_margin_loss(input, target, p=self.p, margin=self.margin,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -39,9 +40,9 @@ import torch
 from torch import Tensor, nn
 
 from torch_svm.data import DataConfig, Dataset, load_dataset
-from torch_svm.errors import CheckpointError
+from torch_svm.errors import CheckpointError, TorchSVMError
 from torch_svm.losses import svm_loss, svm_loss_autograd, svm_loss_multimargin
-from torch_svm.utils import atomic_write_bytes, clip, resolve_device
+from torch_svm.utils import atomic_write_bytes, clip, open_regular, resolve_device
 
 __all__ = ["LinearSVM", "GRADS", "CheckpointError", "save_checkpoint", "load_checkpoint",
            "checkpoint_metadata", "checkpoint_inputs", "evaluate_checkpoint", "Evaluation",
@@ -169,16 +170,21 @@ def load_checkpoint(path: Union[str, Path], *, device: Union[str, torch.device] 
     """Read a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
 
     Returns ``(model, metadata)`` with the model on ``device``, in the saved dtype.
-    Raises FileNotFoundError when ``path`` is missing or not a regular file, and
+    Raises FileNotFoundError when ``path`` is missing, DataFormatError when it is not a regular
+    file (a FIFO is never waited on), and
     CheckpointError (a ValueError) when the file is corrupt, carries anything but tensors and
     plain values (nothing in it is run), is not a LinearSVM checkpoint, or its W is not finite.
     """
     path = Path(path)
     shown = clip(str(path), 200)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {shown!r} does not exist or is not a regular file")
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {shown!r} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, expected="a checkpoint (model.pt)") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # torch warns about odd pickle protocols: we refuse or accept
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
+    except (TorchSVMError, OSError):
+        raise
     except Exception as exc:  # untrusted input: any failure means a bad file
         raise CheckpointError(f"checkpoint {shown!r} was refused by weights_only loading "
                               f"(corrupt, or not a torch-svm checkpoint; nothing in it was run): "

@@ -55,7 +55,7 @@ from torch_svm.utils import (auto_threads, check_choice, check_int, check_real, 
 from torch_svm.utils import progress as progress_bar
 
 __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "batch_indices",
-           "save_run", "DEFAULT_HYPERS", "SCHEDULES", "SAMPLINGS", "Callback"]
+           "save_run", "DEFAULT_HYPERS", "SCHEDULES", "SAMPLINGS", "Callback", "MAX_ITERS"]
 
 #: Default (lr, reg) per data set, used where TrainConfig leaves them None.
 #: cifar10: the assignment's recipe. digits: pixels 0..16 (not 0..255) in 65 columns give
@@ -67,6 +67,8 @@ DEFAULT_HYPERS: Dict[str, Tuple[float, float]] = {
     "digits": (1e-3, 1.0),
 }
 SCHEDULES = ("none", "step", "cosine")
+#: Most SGD steps a run may take (the loss history is kept for every step).
+MAX_ITERS = 10**8
 SAMPLINGS = ("replacement", "epoch")
 
 
@@ -103,7 +105,7 @@ class TrainConfig:
         check_real("lr_gamma", self.lr_gamma, min=0, max=1, min_open=True)
         check_real("init_scale", self.init_scale, min=0)
         for name in ("iters", "batch_size", "lr_step", "log_every"):
-            check_int(name, getattr(self, name), min=1)
+            check_int(name, getattr(self, name), min=1, max=MAX_ITERS)
         check_int("seed", self.seed, min=0, max=2**63 - 1)
         check_int("threads", self.threads, min=0, max=1024)
         if not isinstance(self.compile, bool):

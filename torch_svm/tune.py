@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from torch_svm.data import Dataset
-from torch_svm.train import DivergenceError, TrainConfig, TrainResult, train
+from torch_svm.train import MAX_ITERS, DivergenceError, TrainConfig, TrainResult, train
 from torch_svm.utils import check_int, check_real, clip, resolve_device
 from torch_svm.utils import progress as progress_bar
 
@@ -75,7 +75,7 @@ class TuneConfig:
         for v in self.regs:
             check_real("regs", v, min=0)
         for v in self.iters:
-            check_int("iters", v, min=1)
+            check_int("iters", v, min=1, max=MAX_ITERS)
         check_int("random", self.random, min=0)
         if not isinstance(self.base, TrainConfig):
             raise TypeError(f"base must be a TrainConfig, got {type(self.base).__name__}")

@@ -1,24 +1,28 @@
 """Small shared helpers: seeding, device and dtype resolution, CPU thread counts, argument
-checks, progress bars, atomic writes."""
+checks, clipped values for messages, progress bars, atomic writes of files and folders."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import re
+import reprlib
+import shutil
+import stat
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import IO, Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
 __all__ = ["set_seed", "resolve_device", "resolve_dtype", "progress", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "jsonable", "DTYPES", "clip", "check_int",
-           "check_real", "check_choice", "check_memory", "cpu_cores", "auto_threads",
-           "using_threads", "THREAD_GRAIN"]
+           "check_real", "check_choice", "check_memory", "clipped_repr", "describe", "open_regular",
+           "atomic_directory", "cpu_cores", "auto_threads", "using_threads", "THREAD_GRAIN"]
 
 #: Names accepted wherever a dtype is given as a string (CLI flags, configs).
 DTYPES = {
@@ -153,7 +157,7 @@ def auto_threads(work: int) -> int:
     return max(1, min(cpu_cores(), work // THREAD_GRAIN))
 
 
-@contextmanager
+@contextlib.contextmanager
 def using_threads(threads: int) -> Iterator[int]:
     """``torch.set_num_threads(threads)`` for the ``with`` block, then the count from before.
 
@@ -238,3 +242,138 @@ def jsonable(obj: Any) -> Any:
 def atomic_write_json(path: Union[str, Path], obj: Any) -> Path:
     """Strict JSON (through :func:`jsonable`), written atomically."""
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+class _ClippedRepr(reprlib.Repr):
+    """reprlib, which bounds containers and str, made to bound bytes too (cut before their
+    repr is made) and to name huge ints by size (repr of one over 4300 digits raises)."""
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return self.repr_str(x, level)
+
+    repr_bytearray = repr_bytes
+
+    def repr_int(self, x: int, level: int) -> str:
+        return f"<int of {x.bit_length()} bits>" if x.bit_length() > 256 else repr(x)
+
+
+def clipped_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` in at most ``limit`` characters, made without ever building the full
+    repr: for messages that echo values from untrusted files (a 30 MB string, a list of a
+    million names, an int of a million digits)."""
+    r = _ClippedRepr()
+    r.maxstring = r.maxother = limit
+    r.maxlevel = 3
+    return clip(r.repr(value), limit)
+
+
+def describe(value: Any) -> str:
+    """A value from a file, for an error message: its type, length and clipped repr."""
+    size = f" of length {len(value)}" if isinstance(value, (list, tuple, dict, str, bytes)) else ""
+    return f"{type(value).__name__}{size}: {clipped_repr(value)}"
+
+
+_FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def open_regular(path: Union[str, Path], *, expected: str = "a regular file") -> IO[bytes]:
+    """``path`` opened for binary reading if it is a regular file, else DataFormatError naming
+    what it is (FileNotFoundError when missing). Checked twice: by name first (a socket cannot
+    be opened at all), then on what was opened, with O_NONBLOCK so that a FIFO swapped in
+    meanwhile cannot make the open wait."""
+    from torch_svm.errors import DataFormatError
+
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return os.fdopen(fd, "rb")
+        os.close(fd)
+    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    raise DataFormatError(f"{clip(str(path), 200)}: is {kind}, not a regular file; expected {expected}")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Union[str, Path]) -> Iterator[Path]:
+    """Write the folder ``path`` so that readers, and runs killed halfway, never see it
+    half-written.
+
+    Yields a fresh empty folder ``.<name>.tmp-<pid>-XXXXXXXX`` next to ``path``; write the new
+    content there. When the block ends normally it replaces ``path`` whole: the old folder (if
+    any) is renamed to ``.<name>.trash-<pid>-XXXXXXXX``, the new one renamed to ``path``, then
+    the trash is deleted. When the block raises (or is interrupted), the new folder is deleted
+    and ``path`` is left as it was.
+
+    What a reader of ``path`` can rely on: it is the old complete folder or the new complete
+    one, never a mix of the two and never a file this run was still writing. Between the two
+    renames (microseconds) ``path`` is absent; a run killed exactly there leaves the old folder
+    under its trash name, and the next ``atomic_directory(path)`` renames it back first. Files
+    of the old folder that the new run does not write are gone afterwards: the folder is
+    replaced whole, not merged (copy them into the new folder to keep them).
+
+    On entry, what killed runs left next to ``path`` is cleaned up: ``.<name>.tmp-<pid>-*`` and
+    ``.<name>.trash-<pid>-*`` folders whose process is no longer running (names of exactly this
+    pattern; a reused pid only delays the cleanup). Not meant for two live runs writing the
+    same ``path`` at once (the last to finish wins). This guards against kill -9, not against
+    power loss: nothing is fsynced.
+
+    Example::
+
+        with atomic_directory("runs/cifar") as tmp:
+            torch.save(model.state_dict(), tmp / "model.pt")
+            atomic_write_json(tmp / "metrics.json", metrics)
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise NotADirectoryError(f"atomic_directory: {str(path)!r} exists and is not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_after_killed_runs(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)          # mkdtemp makes 0700; give the usual mode
+        yield tmp
+        trash = None
+        if path.exists():
+            trash = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.trash-{os.getpid()}-")
+            os.rename(path, trash)             # onto the empty folder just made: a name we own
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if trash is not None:
+                os.rename(trash, path)         # the old folder back in place
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _clean_after_killed_runs(path: Path) -> None:
+    """Put back an old folder that a killed run left under its trash name (``path`` missing),
+    then delete the temporary and trash folders of runs that are no longer running."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(tmp|trash)-(\d+)-[^/]+\Z")
+    for entry in sorted(path.parent.iterdir()):
+        match = pattern.match(entry.name)
+        if (match is None or entry.is_symlink() or not entry.is_dir()
+                or _running(int(match.group(2)))):
+            continue
+        if match.group(1) == "trash" and not os.path.lexists(path):
+            os.rename(entry, path)             # the old complete folder, back in place
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (it may be another user's)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:                    # another user's process
+        return True
+    except (ProcessLookupError, OverflowError):  # gone, or not a pid at all
+        return False
+    return True

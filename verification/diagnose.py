@@ -1,43 +1,70 @@
 r"""Name a common bug from the pattern of the difference between a student's result and the reference.
 
 With ``m_ij`` the margins, ``P`` an ``(N, C)`` matrix of per-term coefficients (0 at
-``j = y_i``) and ``G(P) = X^T B / N`` where ``B = P`` with ``B_{i y_i} = -sum_j P_ij``, the
-reference gradient is ``G(1[m > 0]) + 2 reg W``. Each common bug changes ``dW`` by a known
-matrix times a coefficient:
+``j = y_i``) and ``G(P) = X^T B / N`` where ``B = P`` with ``B_{i y_i} = -sum_j P_ij``
+(:func:`torch_svm.losses.svm_coefficients`), the reference gradient is ``G(1[m > 0]) + 2 r W``
+with ``r`` the reference's coefficient of ``sum W^2`` (``reg``, or ``reg / 2`` in the older
+``0.5 * reg`` convention). Each common bug changes ``dW`` by a known matrix times a coefficient:
 
-* regularization gradient missing / halved: ``2 reg W``, coefficient -1 / -1/2;
+* regularization gradient missing / halved / divided by N (added before ``dW /= num_train``):
+  ``2 r W``, coefficient -1 / -1/2 / 1/N - 1;
 * dW not divided by N / divided by C: ``G(1[m > 0])``, N-1 / 1/C-1;
 * correct-class column not updated / wrong sign: the ``y_i``-column part of ``G(1[m > 0])``, -1 / -2;
 * the correct class's own margin counted in its column: ``-X^T Y / N`` (``Y`` one-hot), +1;
 * inactive terms counted (mask taken after clamping): ``G(1[m <= 0])``, +1;
 * delta left out of the mask: ``G(1[0 < m <= delta])``, -1;
 * the margin as coefficient instead of 1: ``G(max(0, m)) - G(1[m > 0])``, +1;
-* one example wrong: example ``i``'s part of ``G(1[m > 0])``, -1 when it is skipped;
+* examples left out (a ``return`` or ``break`` inside the loop over examples, ``range(N - 1)``):
+  example ``i``'s part ``x_i b_i^T / N`` with coefficient -1 for each example left out. All
+  ``N`` per-example coefficients are fitted at once (normal equations, ``N x N``); the
+  diagnosis needs every one of them to be 0 or -1;
 
-and the loss by ``reg sum W^2`` (missing / halved: -1 / -1/2), the data loss (``N-1``, or
+and the loss by ``r sum W^2`` (missing / halved / divided by N), the data loss (``N-1``, or
 ``1/C - 1``: torch's MultiMarginLoss divides by C), ``delta`` (+1: the correct class's margin,
-always ``delta``, was counted) or one example's hinge sum over N. :func:`diagnose` stacks the
-difference of every check (every point and reg) into one vector, fits each pattern by least
-squares, and reports the best fit whose residual is under 5 % of the difference.
+always ``delta``, was counted) or the examples left out (``-l_i / N`` each, the same examples
+as the gradient's, or an exact fit). Halved regularization in both the loss and the gradient is
+named as the older course convention (``0.5 * reg * sum(W * W)`` with ``reg * W``).
+
+:func:`diagnose` stacks the difference of every check (every point and reg) into one vector,
+fits each pattern by least squares, and reports the best fit whose residual is under
+:data:`RESIDUAL_LIMIT` of the difference and whose coefficient is one a known bug gives. When
+none fits it says so ("no_known_pattern") rather than guess.
 """
 from __future__ import annotations
 
 import math
-
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from torch_svm.losses import svm_coefficients, svm_margins
+from torch_svm.losses import svm_coefficients
+from verification.evaluation import Evaluation
 
-__all__ = ["diagnose", "RESIDUAL_LIMIT"]
+__all__ = ["Diagnosis", "diagnose", "RESIDUAL_LIMIT"]
 
 #: A pattern explains a difference when the least-squares residual is below this share of it.
 RESIDUAL_LIMIT = 0.05
+#: The per-example fit solves an N x N system: skipped above this many examples.
+_MAX_EXAMPLES = 1000
+_F64 = torch.float64
 
 
-def _near(c: float, target: float) -> bool:
-    return abs(c - target) <= 0.02 * max(1.0, abs(target))
+@dataclass
+class Diagnosis:
+    """One named bug (or the statement that no known one fits)."""
+
+    what: str                     # "loss", "gradient", or "both"
+    pattern: str                  # e.g. "regularization_gradient", "no_known_pattern"
+    message: str                  # what to change, in the student's terms
+    coefficients: List[float] = field(default_factory=list)   # the fitted coefficients
+    residual: float = 0.0         # share of the difference the fit leaves unexplained
+    coordinates: List[Tuple[int, int]] = field(default_factory=list)  # (k, j) where it applies
+    examples: List[int] = field(default_factory=list)         # examples left out
+
+
+def _near(c: float, target: float, tol: float = 0.02) -> bool:
+    return abs(c - target) <= tol * max(1.0, abs(target))
 
 
 def _grad_of(P: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -45,84 +72,98 @@ def _grad_of(P: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return X.T @ svm_coefficients(P, y) / X.shape[0]
 
 
-def _gradient_bases(ev, X: torch.Tensor, y: torch.Tensor, delta: float) -> Dict[str, torch.Tensor]:
-    m = svm_margins(ev.W, X, y, delta=delta)                          # (N, C), -inf at y_i
+def _gradient_bases(ev: Evaluation, X: torch.Tensor, y: torch.Tensor, delta: float) -> Dict[str, torch.Tensor]:
+    m = ev.margins                                                    # (N, C), -inf at y_i
     term = torch.ones_like(m, dtype=torch.bool).scatter_(1, y[:, None], False)  # j != y_i
     active = (m > 0).to(m.dtype)                                      # 0 at y_i
     own = svm_coefficients(active, y) - active                        # only the y_i column
     return {
-        "reg": 2 * ev.reg * ev.W,
+        "reg": 2 * ev.ref_reg * ev.W,
         "data": _grad_of(active, X, y),
         "correct": X.T @ own / X.shape[0],
         "self": -X.T @ (~term).to(m.dtype) / X.shape[0],
         "inactive": _grad_of(((m <= 0) & term).to(m.dtype), X, y),
         "band": _grad_of(((m > 0) & (m <= delta)).to(m.dtype), X, y),
         "margin": _grad_of(m.clamp(min=0), X, y),
-        "_B": svm_coefficients(active, y),                            # per-example rows
     }
 
 
-# name, bases, and the message for the fitted coefficients (None: no named bug)
-_Message = Callable[[Sequence[float], int, int], Optional[str]]
+class _Context:
+    """What the messages need: N, C, and the regularization convention's words."""
+
+    def __init__(self, n: int, k: int, reg_scale: float):
+        self.n, self.k, self.half = n, k, reg_scale != 1.0
+        self.tight = min(0.02, 0.25 / n)          # tells -1 from 1/N - 1
+        self.grad_term = "reg * W" if self.half else "2 * reg * W"
+        self.loss_term = "0.5 * reg * np.sum(W * W)" if self.half else "reg * np.sum(W * W)"
 
 
-def _reg_grad(c, n, k):
-    if _near(c[0], -1):
-        return "regularization gradient missing: add 2 * reg * W to dW"
-    if _near(c[0], -0.5):
+_Message = Callable[[Sequence[float], _Context], Optional[str]]
+
+
+def _reg_grad(c, x: _Context):
+    if _near(c[0], 1 / x.n - 1, x.tight):
+        return (f"the regularization gradient is divided by N = {x.n}: {x.grad_term} is added "
+                f"before dW /= num_train; add it after the division")
+    if _near(c[0], -1, x.tight):
+        return f"regularization gradient missing: add {x.grad_term} to dW"
+    if not x.half and _near(c[0], -0.5):
         return ("regularization gradient halved: reg * W instead of 2 * reg * W "
                 "(the derivative of reg * sum(W * W) is 2 * reg * W)")
-    return f"regularization gradient is {1 + c[0]:.4g} x 2 * reg * W instead of 2 * reg * W"
+    if x.half and _near(c[0], 1):
+        return ("the regularization gradient is 2 * reg * W, twice the reg * W of the "
+                "0.5 * reg * sum(W * W) convention you are judged against")
+    return None
 
 
-def _scale_grad(c, n, k):
-    if _near(c[0], n - 1):
-        return f"dW not divided by N: the data gradient is N = {n} times too large (dW /= num_train)"
-    if _near(c[0], 1 / k - 1):
-        return (f"the data gradient is 1/C = 1/{k} of the reference: it was divided by the number "
+def _scale_grad(c, x: _Context):
+    if _near(c[0], x.n - 1):
+        return f"dW not divided by N: the data gradient is N = {x.n} times too large (dW /= num_train)"
+    if _near(c[0], 1 / x.k - 1):
+        return (f"the data gradient is 1/C = 1/{x.k} of the reference: it was divided by the number "
                 f"of classes (torch.nn.MultiMarginLoss's convention)")
-    return f"the data gradient is {1 + c[0]:.4g} x the reference (a wrong normalisation)"
+    return None
 
 
-def _correct_grad(c, n, k):
+def _correct_grad(c, x: _Context):
     if _near(c[0], -1):
         return ("the correct-class column is not updated: for each positive margin, "
                 "dW[:, y[i]] -= X[i] is missing")
     if _near(c[0], -2):
         return ("wrong sign on the correct-class update: dW[:, y[i]] must decrease by X[i] "
                 "for each positive margin, not increase")
-    return f"the correct-class update is {1 + c[0]:.4g} x what it should be"
+    return None
 
 
-def _self_grad(c, n, k):
+def _self_grad(c, x: _Context):
     if _near(c[0], 1):
         return ("the correct class's own margin (always delta > 0) is counted as a positive margin: "
                 "dW[:, y[i]] loses one X[i] too many; zero margins[np.arange(N), y] before the mask")
     return None
 
 
-def _inactive_grad(c, n, k):
+def _inactive_grad(c, x: _Context):
     if _near(c[0], 1):
         return ("inactive margins are counted: the mask is taken after clamping "
                 "(np.maximum(0, margins) >= 0 is always true); use margins > 0 on the unclamped margins")
     return None
 
 
-def _band_grad(c, n, k):
+def _band_grad(c, x: _Context):
     if _near(c[0], -1):
         return ("margins between 0 and delta are not counted: the mask leaves delta out "
                 "(scores[j] - scores[y] > 0); use scores[j] - scores[y] + delta > 0")
     return None
 
 
-def _margin_grad(c, n, k):
+def _margin_grad(c, x: _Context):
     if _near(c[0], 1) and _near(c[1], -1):
         return ("each term is weighted by its margin: the hinge's derivative is 1 where the "
                 "margin is > 0, not the margin (that is half the squared hinge's gradient)")
     return None
 
 
-_GRAD_PATTERNS = (
+_GRAD_PATTERNS: Tuple[Tuple[str, Tuple[str, ...], _Message], ...] = (
     ("regularization_gradient", ("reg",), _reg_grad),
     ("normalisation", ("data",), _scale_grad),
     ("correct_class", ("correct",), _correct_grad),
@@ -133,39 +174,45 @@ _GRAD_PATTERNS = (
 )
 
 
-def _reg_loss(c, n, k):
-    if _near(c[0], -1):
-        return "regularization loss missing: add reg * np.sum(W * W)"
-    if _near(c[0], -0.5):
-        return ("regularization loss halved: 0.5 * reg * sum(W * W); the assignment's loss "
+def _reg_loss(c, x: _Context):
+    if _near(c[0], 1 / x.n - 1, x.tight):
+        return (f"the regularization loss is divided by N = {x.n}: {x.loss_term} is added "
+                f"before loss /= num_train; add it after the division")
+    if _near(c[0], -1, x.tight):
+        return f"regularization loss missing: add {x.loss_term}"
+    if not x.half and _near(c[0], -0.5):
+        return ("regularization loss halved: 0.5 * reg * sum(W * W); the 2020 assignment's loss "
                 "is reg * sum(W * W)")
-    return f"regularization loss is {1 + c[0]:.4g} x reg * sum(W * W)"
+    if x.half and _near(c[0], 1):
+        return ("the regularization loss is reg * sum(W * W), twice the 0.5 * reg * sum(W * W) "
+                "of the convention you are judged against")
+    return None
 
 
-def _scale_loss(c, n, k):
-    if _near(c[0], 1 / k - 1):
-        return (f"the loss is 1/C = 1/{k} of the reference: the sum over classes was divided by C "
+def _scale_loss(c, x: _Context):
+    if _near(c[0], 1 / x.k - 1):
+        return (f"the loss is 1/C = 1/{x.k} of the reference: the sum over classes was divided by C "
                 f"(torch.nn.MultiMarginLoss's convention); the assignment only divides by N")
-    if _near(c[0], n - 1):
-        return f"the loss is not divided by N = {n} (loss /= num_train)"
-    return f"the data loss is {1 + c[0]:.4g} x the reference (a wrong normalisation)"
+    if _near(c[0], x.n - 1):
+        return f"the loss is not divided by N = {x.n} (loss /= num_train)"
+    return None
 
 
-def _delta_loss(c, n, k):
+def _delta_loss(c, x: _Context):
     if _near(c[0], 1):
         return ("the loss is off by delta per example: the correct class's margin (always delta) "
                 "is counted; set margins[np.arange(N), y] = 0 or skip j == y[i]")
-    return f"the loss is off by {c[0]:.4g} x delta per example"
+    return None
 
 
-_LOSS_PATTERNS = (
+_LOSS_PATTERNS: Tuple[Tuple[str, Tuple[str, ...], _Message], ...] = (
     ("regularization_loss", ("reg",), _reg_loss),
     ("normalisation", ("data",), _scale_loss),
     ("correct_class_margin", ("delta",), _delta_loss),
 )
 
 
-def _fit(d: torch.Tensor, A: torch.Tensor) -> Optional[tuple]:
+def _fit(d: torch.Tensor, A: torch.Tensor) -> Optional[Tuple[torch.Tensor, float]]:
     """Least squares ``d ~ A c``: ``(c, ||d - A c|| / ||d||)``, None when a column is all 0."""
     if (A.abs().amax(0) == 0).any():
         return None
@@ -173,95 +220,185 @@ def _fit(d: torch.Tensor, A: torch.Tensor) -> Optional[tuple]:
     return c, float((d - A @ c).norm() / d.norm())
 
 
-def _best(d: torch.Tensor, columns: Dict[str, torch.Tensor], patterns, n: int, k: int,
-          what: str) -> Optional[Dict[str, Any]]:
+def _best(d: torch.Tensor, columns: Dict[str, torch.Tensor], patterns, x: _Context,
+          what: str) -> Optional[Diagnosis]:
     best = None
     for name, bases, message in patterns:
         fitted = _fit(d, torch.stack([columns[b] for b in bases], 1))
         if fitted is None or fitted[1] > RESIDUAL_LIMIT:
             continue
         coef = [float(v) for v in fitted[0]]
-        text = message(coef, n, k)
-        if text is not None and (best is None or fitted[1] < best["residual"]):
-            best = {"what": what, "pattern": name, "message": text, "coefficients": coef,
-                    "residual": fitted[1]}
+        text = message(coef, x)
+        if text is not None and (best is None or fitted[1] < best.residual):
+            best = Diagnosis(what, name, text, coef, fitted[1])
     return best
 
 
-def _one_example(d_parts, B_parts, X, what: str, n: int) -> Optional[Dict[str, Any]]:
-    """The best fit ``d ~ c_i * (example i's part)`` over ``i``, from per-check pieces.
+# --------------------------------------------------------------------------- examples left out
 
-    For the gradient a piece is ``(diff (D, C), B (N, C))``, example i's part ``x_i b_i^T / N``;
-    for the loss ``(diff scalar, l (N,))``, example i's part ``l_i / N``.
-    """
-    num = torch.zeros(n, dtype=torch.float64)
-    den = torch.zeros(n, dtype=torch.float64)
+def _left_out_message(left: List[int], n: int) -> Tuple[str, str]:
+    """(pattern, message) for a set of examples whose contribution is missing."""
+    if left == list(range(left[0], n)):                     # a suffix: only a prefix is used
+        k = left[0]
+        if k == 0:
+            return "", ""
+        if k == 1:
+            return "prefix_of_examples", ("only example 0 is used: a `return` (or `break`) inside "
+                                          "the loop over examples? it must come after the loop")
+        if k == n - 1:
+            return "prefix_of_examples", (f"the last example ({n - 1}) is left out: a loop that "
+                                          f"stops early, e.g. range(num_train - 1)?")
+        return "prefix_of_examples", (f"only the first {k} of {n} examples are used: a `break` or "
+                                      f"`return` inside the loop over examples?")
+    shown = ", ".join(map(str, left[:8])) + (", ..." if len(left) > 8 else "")
+    return "examples_left_out", f"{len(left)} example(s) are left out: {shown}"
+
+
+def _examples(evaluations: List[Evaluation], diffs: List[torch.Tensor], X: torch.Tensor,
+              y: torch.Tensor) -> Optional[Diagnosis]:
+    """Fit ``diff ~ sum_i c_i x_i b_i^T / N`` over every check (normal equations); a diagnosis
+    when every identifiable ``c_i`` is 0 or -1 (examples left out), or one example is scaled."""
+    n = X.shape[0]
+    if n > _MAX_EXAMPLES:
+        return None
+    K = X @ X.T                                                       # (N, N)
+    G = torch.zeros(n, n, dtype=_F64)
+    r = torch.zeros(n, dtype=_F64)
     total = 0.0
-    for d, B in zip(d_parts, B_parts):
+    for ev, d in zip(evaluations, diffs):
+        B = svm_coefficients((ev.margins > 0).to(_F64), y)            # (N, C)
+        G += K * (B @ B.T) / n**2
+        r += ((X @ d) * B).sum(1) / n
         total += float((d * d).sum())
-        if what == "gradient":
-            num += ((X @ d) * B).sum(1) / n
-            den += X.square().sum(1) * B.square().sum(1) / n**2
-        else:
-            num += d * B / n
-            den += B.square() / n**2
-    if total == 0:
+    if total == 0 or not math.isfinite(total):
         return None
-    score = torch.where(den > 0, num.square() / den.clamp(min=1e-300), 0.0)
-    i = int(score.argmax())
-    residual = max(total - float(score[i]), 0.0) ** 0.5 / total ** 0.5
-    if den[i] == 0 or residual > RESIDUAL_LIMIT:
+    c = torch.linalg.lstsq(G, r[:, None], driver="gelsd").solution[:, 0]
+    residual = math.sqrt(max(total - 2 * float(c @ r) + float(c @ G @ c), 0.0) / total)
+    if residual > RESIDUAL_LIMIT:
         return None
-    c = float(num[i] / den[i])
-    text = (f"example {i} is left out (a loop that stops early, e.g. range(num_train - 1)?)"
-            if _near(c, -1) else f"example {i}'s contribution is {1 + c:.4g} x what it should be")
-    return {"what": what, "pattern": "one_example", "message": text, "coefficients": [c],
-            "residual": residual, "example": i}
+    known = G.diagonal() > 1e-12 * float(G.diagonal().max())
+    rounded = c.round()
+    if bool(((c - rounded).abs()[known] <= 0.02).all()) and set(rounded[known].tolist()) <= {0.0, -1.0}:
+        left = [i for i in range(n) if known[i] and rounded[i] == -1]
+        pattern, text = _left_out_message(left, n) if left else ("", "")
+        if pattern:
+            return Diagnosis("gradient", pattern, text, [float(v) for v in c[left][:20]], residual,
+                             examples=left)
+    nonzero = (c.abs() > 0.02) & known
+    if int(nonzero.sum()) == 1:
+        i = int(nonzero.nonzero()[0])
+        return Diagnosis("gradient", "one_example_scaled",
+                         f"example {i}'s contribution is {1 + float(c[i]):.4g} x what it should be",
+                         [float(c[i])], residual, examples=[i])
+    return None
 
 
-def diagnose(evaluations: List[Any], X: torch.Tensor, y: torch.Tensor, delta: float) -> List[Dict[str, Any]]:
-    """Diagnoses of the loss and of the gradient (at most one each), as dicts with ``what``
-    ("loss" or "gradient"), ``pattern``, ``message``, ``coefficients``, ``residual`` (share of
-    the difference the fit leaves), from the per-check evaluations of :func:`verification.verify.verify`."""
-    n, k = X.shape[0], evaluations[0].W.shape[1]
-    out = []
-    # the loss: one difference per check
-    dL = torch.tensor([ev.loss - ev.ref_loss for ev in evaluations], dtype=torch.float64)
+def _loss_examples(evaluations: List[Evaluation], n: int, left: Optional[List[int]]) -> Optional[Diagnosis]:
+    """The loss's difference as exactly ``-sum_{i in left} l_i / N`` at every check: ``left``
+    from the gradient's diagnosis, or else every suffix tried (only a prefix used)."""
+    losses = torch.stack([ev.example_losses for ev in evaluations])     # (checks, N)
+    d = torch.tensor([ev.loss - ev.ref_loss for ev in evaluations], dtype=_F64)
+    tol = torch.tensor([4 * ev.loss_tol for ev in evaluations], dtype=_F64) + 1e-9 * d.abs()
+    if left is not None:
+        candidates = [left]
+    else:
+        suffix = losses.flip(1).cumsum(1).flip(1) / n                    # [:, k] = sum_{i>=k} l_i / N
+        fits = ((d[:, None] + suffix).abs() <= tol[:, None]).all(0)
+        fits[0] = False                                                  # all left out: not a prefix
+        candidates = [list(range(int(k), n)) for k in fits.nonzero()[:1, 0]]
+    for cand in candidates:
+        pred = -losses[:, cand].sum(1) / n
+        if cand and bool(((d - pred).abs() <= tol).all()):
+            pattern, text = _left_out_message(cand, n)
+            if pattern:
+                text = "the same examples are left out of the loss" if left is not None else text
+                return Diagnosis("loss", pattern, text, [-1.0], 0.0, examples=cand)
+    return None
+
+
+# --------------------------------------------------------------------------- the two parts
+
+def _diagnose_loss(evaluations: List[Evaluation], x: _Context, delta: float,
+                   left: Optional[List[int]]) -> Optional[Diagnosis]:
     if not all(math.isfinite(ev.loss) for ev in evaluations):
-        out.append({"what": "loss", "pattern": "non_finite", "coefficients": [], "residual": 0.0,
-                    "message": "the loss is NaN or inf (a division by zero, or log/exp overflow?)"})
-    elif any(abs(ev.loss - ev.ref_loss) > ev.loss_tol for ev in evaluations):
+        return Diagnosis("loss", "non_finite", "the loss is NaN or inf (an overflow, a division by "
+                         "zero, or an int too large for a float?)")
+    if all(abs(ev.loss - ev.ref_loss) <= ev.loss_tol for ev in evaluations):
+        return None
+    found = _loss_examples(evaluations, x.n, left)
+    if found is None:
+        dL = torch.tensor([ev.loss - ev.ref_loss for ev in evaluations], dtype=_F64)
         columns = {
-            "reg": torch.tensor([ev.ref_reg_loss for ev in evaluations], dtype=torch.float64),
-            "data": torch.tensor([ev.ref_loss - ev.ref_reg_loss for ev in evaluations], dtype=torch.float64),
-            "delta": torch.full((len(evaluations),), float(delta), dtype=torch.float64),
+            "reg": torch.tensor([ev.ref_reg_loss for ev in evaluations], dtype=_F64),
+            "data": torch.tensor([ev.ref_loss - ev.ref_reg_loss for ev in evaluations], dtype=_F64),
+            "delta": torch.full((len(evaluations),), float(delta), dtype=_F64),
         }
-        found = (_best(dL, columns, _LOSS_PATTERNS, n, k, "loss")
-                 or _one_example(list(dL), [ev.example_losses for ev in evaluations], X, "loss", n))
-        if found is not None:
-            out.append(found)
-    # the gradient: the differences of every check stacked into one vector
+        found = _best(dL, columns, _LOSS_PATTERNS, x, "loss")
+    return found or Diagnosis("loss", "no_known_pattern", "no known bug fits how the loss differs "
+                              "from the reference (the numbers per check are above)")
+
+
+def _diagnose_gradient(evaluations: List[Evaluation], X: torch.Tensor, y: torch.Tensor,
+                       delta: float, x: _Context) -> Optional[Diagnosis]:
     bad = sorted({tuple(kj) for ev in evaluations for kj in (~torch.isfinite(ev.dW)).nonzero().tolist()})
     if bad:
         where = ", ".join(f"W[{a}, {b}]" for a, b in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        out.append({"what": "gradient", "pattern": "non_finite", "coefficients": [], "residual": 0.0,
-                    "message": f"dW is NaN or inf at {len(bad)} coordinate(s): {where}",
-                    "coordinates": [list(w) for w in bad]})
-    elif any(bool(ev.ref_bad.any()) for ev in evaluations):
-        diffs = [ev.dW - torch.minimum(torch.maximum(ev.dW, ev.lo), ev.hi) for ev in evaluations]
-        bases = [_gradient_bases(ev, X, y, delta) for ev in evaluations]
-        d = torch.cat([t.reshape(-1) for t in diffs])
-        columns = {name: torch.cat([b[name].reshape(-1) for b in bases])
-                   for name in bases[0] if not name.startswith("_")}
-        found = (_best(d, columns, _GRAD_PATTERNS, n, k, "gradient")
-                 or _one_example(diffs, [b["_B"] for b in bases], X, "gradient", n))
-        if found is None:
-            wrong = sorted({tuple(kj) for ev in evaluations for kj in ev.ref_bad.nonzero().tolist()})
-            if len(wrong) <= 3 and d.numel() > 10 * len(evaluations):
-                where = ", ".join(f"W[{a}, {b}]" for a, b in wrong)
-                found = {"what": "gradient", "pattern": "few_coordinates",
-                         "message": f"dW is wrong only at {where}; every other coordinate is right",
-                         "coefficients": [], "residual": 0.0, "coordinates": [list(w) for w in wrong]}
-        if found is not None:
-            out.append(found)
-    return out
+        return Diagnosis("gradient", "non_finite", f"dW is NaN or inf at {len(bad)} coordinate(s): {where}",
+                         coordinates=bad[:100])
+    if not any(bool(ev.wrong.any()) for ev in evaluations):
+        return None
+    diffs = [ev.dW - ev.nearest for ev in evaluations]
+    bases = [_gradient_bases(ev, X, y, delta) for ev in evaluations]
+    d = torch.cat([t.reshape(-1) for t in diffs])
+    columns = {name: torch.cat([b[name].reshape(-1) for b in bases]) for name in bases[0]}
+    found = _best(d, columns, _GRAD_PATTERNS, x, "gradient") or _examples(evaluations, diffs, X, y)
+    if found is None:
+        wrong = sorted({tuple(kj) for ev in evaluations for kj in ev.wrong.nonzero().tolist()})
+        if len(wrong) <= 3 and d.numel() > 10 * len(evaluations):
+            where = ", ".join(f"W[{a}, {b}]" for a, b in wrong)
+            found = Diagnosis("gradient", "few_coordinates",
+                              f"dW is wrong only at {where}; every other coordinate is right",
+                              coordinates=wrong)
+    return found or Diagnosis("gradient", "no_known_pattern", "no known bug fits how dW differs "
+                              "from the reference (the worst coordinates are below)")
+
+
+def _convention(loss: Optional[Diagnosis], grad: Optional[Diagnosis], x: _Context) -> Optional[Diagnosis]:
+    """Both halves of the regularization in the other convention: one diagnosis, named."""
+    if not (loss and grad and loss.pattern == "regularization_loss"
+            and grad.pattern == "regularization_gradient"):
+        return None
+    target = 1.0 if x.half else -0.5
+    if not (_near(loss.coefficients[0], target) and _near(grad.coefficients[0], target)):
+        return None
+    if x.half:
+        return Diagnosis("both", "full_reg_convention",
+                         "the regularization is the 2020 assignment's, reg * sum(W * W) with gradient "
+                         "2 * reg * W: consistent with itself, but you are judged against the older "
+                         "0.5 * reg * sum(W * W) convention; judge with --reg-convention 2020 "
+                         "(reg_convention='2020') if your course uses the 2020 loss",
+                         [loss.coefficients[0], grad.coefficients[0]], max(loss.residual, grad.residual))
+    return Diagnosis("both", "half_reg_convention",
+                     "the regularization follows the older course convention, 0.5 * reg * sum(W * W) "
+                     "with gradient reg * W: consistent with itself, but the 2020 assignment's loss is "
+                     "reg * sum(W * W) with gradient 2 * reg * W; if your course defines the 0.5 "
+                     "convention, judge with --reg-convention half (reg_convention='half')",
+                     [loss.coefficients[0], grad.coefficients[0]], max(loss.residual, grad.residual))
+
+
+def diagnose(evaluations: List[Evaluation], X: torch.Tensor, y: torch.Tensor, delta: float,
+             reg_scale: float = 1.0) -> List[Diagnosis]:
+    """Diagnoses of the loss and of the gradient (at most one each, or one for both), from the
+    per-check :class:`~verification.evaluation.Evaluation` of :func:`verification.verify.verify`.
+
+    Args:
+        evaluations: every check (point x reg). X: ``(N, D)`` float64. y: ``(N,)`` int64.
+        delta: the margin. reg_scale: the regularization convention judged against (1 or 0.5).
+    """
+    x = _Context(X.shape[0], evaluations[0].W.shape[1], reg_scale)
+    grad = _diagnose_gradient(evaluations, X, y, delta, x)
+    left = grad.examples if grad is not None and grad.pattern in ("prefix_of_examples",
+                                                                  "examples_left_out") else None
+    loss = _diagnose_loss(evaluations, x, delta, left)
+    both = _convention(loss, grad, x)
+    return [both] if both else [d for d in (loss, grad) if d is not None]

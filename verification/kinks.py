@@ -1,34 +1,40 @@
-r"""Kinks of the SVM hinge: where finite differences cross them, how many, and exact ties.
+r"""Kinks of the SVM hinge: which finite-difference steps cross them, how many, the mismatch
+rate that predicts, and exact ties.
 
 The hinge term of example ``i`` and class ``j != y_i`` is :math:`\max(0, m_{ij})` with the margin
-:math:`m_{ij} = S_{ij} - S_{iy_i} + \Delta`, :math:`S = XW`, ``W: (D, C)``, ``X: (N, D)``. Moving
-``W[k, j]`` by ``t`` moves the margins of the terms it touches by ``t X_ik`` (term ``(i, j)`` with
-``y_i != j``, and every term ``(i, c)`` of a row with ``y_i == j``, by ``-t X_ik``). A central
-difference with step ``h`` therefore *crosses* the kink of a term when
+:math:`m_{ij} = S_{ij} - S_{iy_i} + \Delta`, :math:`S = XW`, ``W: (D, C)``, ``X: (N, D)``,
+``y: (N,) int64``. The words below mean one thing each, here, in :mod:`verification.study` and
+in its report:
+
+* **kink**: the point :math:`m = 0` of a hinge term.
+* **crossing**: moving ``W[k, j]`` by ``±h`` moves the margin of term ``(i, j)`` by ``±h X_ik``
+  (and, in a row with ``y_i == j``, every term ``(i, c)`` by ``∓h X_ik``); the step *crosses*
+  the term's kink when :math:`|m| < h |X_{ik}|`. The central difference then lies between the
+  two one-sided slopes instead of on either.
+  :attr:`verification.numeric.SvmFiniteDifferences.crossings` counts crossings per coordinate.
+* **crossed coordinate**: a coordinate of ``W`` with at least one crossing.
+* **crossing term**: a term that some coordinate's step crosses, :math:`|m| < h \max_k |X_{ik}|`
+  (:func:`crossing_terms`). It crosses in every coordinate ``(k, j)`` and ``(k, y_i)`` with
+  :math:`h |X_{ik}| > |m|`: up to ``2 D`` crossed coordinates per crossing term.
+* **tie**: a margin that is exactly 0 in floating point, where the loss takes its *kink value*
+  (``kink`` of :func:`torch_svm.losses.svm_loss`) (:func:`count_ties`).
+
+Prediction. Write the *scaled margin* :math:`u = m / \max_k |X_{ik}|` (:func:`scaled_margins`):
+a term is crossing exactly when :math:`|u| < h`. If the scaled margins have density :math:`g`
+near 0 (:func:`margin_density_at_zero`) and do not depend on which term they belong to, each of
+the :math:`T = N (C - 1)` terms is crossing with probability :math:`p = \min(1, 2 h g(0))`, so
+the number of crossing terms is binomial, close to Poisson with mean
 
 .. math::
 
-    |m| < h\,|X_{ik}|,
+    \lambda = T \min(1,\; 2 h\, g(0))
 
-and it then returns a value between the two one-sided slopes instead of either (see
-:mod:`verification.numeric`, which counts the crossings exactly).
-
-Prediction. If the margins of the touched terms have density :math:`f` near 0 and do not
-depend on :math:`|X_{ik}|`, a term crosses with probability
-:math:`P(|m| < h|x|) \approx \min(1, 2 h |x| f(0))`, so the expected number of crossings of
-coordinate ``(k, j)`` is
-
-.. math::
-
-    E[\text{crossings}_{kj}] = \sum_{i:\,y_i \ne j} \min(1, 2h f(0) |X_{ik}|)
-        + (C - 1) \sum_{i:\,y_i = j} \min(1, 2h f(0) |X_{ik}|)
-
-(:func:`predict_crossings`), with :math:`f(0)` a Gaussian kernel density estimate from the term
-margins (:func:`margin_density_at_zero`).
-
-Exact ties. A margin that is exactly 0 in floating point makes the loss take its kink value
-(``kink`` of :func:`torch_svm.losses.svm_loss`); :func:`count_ties` counts them, computed
-exactly as the loss computes them (same ops, same dtype).
+(:func:`expected_crossing_terms`), and given that a term is crossing, :math:`|u| / h` is uniform
+on :math:`[0, 1]` (the density is flat near 0), so it crosses in the rows ``k`` with
+:math:`|X_{ik}| > V \max_k |X_{ik}|`, :math:`V \sim U(0, 1)`. The share of crossed coordinates
+is the union of those rows over the columns ``j`` and ``y_i`` of every crossing term, divided
+by ``D C``; :func:`simulate_crossed_rates` draws it. A handful of crossing terms, each spoiling
+up to two columns, is why the rate is so variable from draw to draw.
 
 The one-dimensional example. :func:`one_dimensional_example` evaluates
 :math:`f(w) = \max(0, wx + b)` at the kink, where the central difference is exactly 1/2, the
@@ -44,20 +50,37 @@ from torch import Tensor
 
 from torch_svm.losses import svm_loss_and_grad, svm_margins
 
-__all__ = ["term_margins", "margin_density_at_zero", "predict_crossings", "predict_terms_near_kink",
-           "terms_near_kink", "count_ties",
+__all__ = ["term_margins", "scaled_margins", "margin_density_at_zero", "crossing_terms",
+           "expected_crossing_terms", "simulate_crossed_rates", "count_ties",
            "one_dimensional_example"]
+
+_CHUNK_ELEMENTS = 2**23  # entries of one (terms, D) temporary in simulate_crossed_rates
+
+
+def _term_mask(y: Tensor, num_classes: int) -> Tensor:
+    """(N, C) bool: True at the hinge terms ``j != y_i``."""
+    mask = torch.ones(y.shape[0], num_classes, dtype=torch.bool, device=y.device)
+    return mask.scatter_(1, y.long()[:, None], False)
 
 
 def term_margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
-    """The margins ``m_ij`` of the ``N (C - 1)`` hinge terms (``j != y_i``), flattened.
+    """The margins ``m_ij`` of the ``N (C - 1)`` hinge terms (``j != y_i``), row-major, flattened.
 
     :func:`torch_svm.losses.svm_margins`, the very margins the hand-written gradient masks,
     so a margin that is 0 here is at the kink in :func:`torch_svm.losses.svm_loss`.
     """
     m = svm_margins(W, X, y, delta=delta)                               # (N, C), -inf at y_i
-    term = torch.ones_like(m, dtype=torch.bool).scatter_(1, y.long()[:, None], False)
-    return m[term]                                                      # (N (C - 1),)
+    return m[_term_mask(y, W.shape[1])]                                 # (N (C - 1),)
+
+
+def scaled_margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
+    """``u_ij = m_ij / max_k |X_ik|`` for the terms of :func:`term_margins`, same order, float64.
+
+    ``|u|`` is the smallest step ``h`` at which some coordinate's step crosses the term.
+    """
+    reach = X.detach().double().abs().amax(1, keepdim=True)             # (N, 1)
+    reach = reach.expand(-1, W.shape[1] - 1).flatten()                  # per term, row-major
+    return term_margins(W, X, y, delta).double() / reach
 
 
 def margin_density_at_zero(margins: Tensor, bandwidth: Optional[float] = None) -> float:
@@ -83,48 +106,68 @@ def margin_density_at_zero(margins: Tensor, bandwidth: Optional[float] = None) -
     return float(torch.exp(-0.5 * (m / bandwidth) ** 2).mean()) / (bandwidth * math.sqrt(2 * math.pi))
 
 
-def predict_crossings(X: Tensor, y: Tensor, num_classes: int, h: float, density: float) -> Tensor:
-    """Expected kink crossings of every coordinate of ``W: (D, C)`` for step ``h``.
-
-    Args:
-        X: (N, D) examples.  y: (N,) int64 labels.  num_classes: C.
-        h: the finite-difference step (> 0).  density: :math:`f(0)`, the margins' density at 0.
-
-    Returns:
-        (D, C) float64 tensor (see the module docstring for the formula).
-    """
-    if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
-    with torch.no_grad():
-        P = (2 * h * density * X.double().abs()).clamp_(max=1.0)       # (N, D) P(term crosses)
-        Y = torch.nn.functional.one_hot(y, num_classes).double()       # (N, C)
-        return P.T @ (1 - Y) + (num_classes - 1) * (P.T @ Y)           # (D, C)
-
-
-def predict_terms_near_kink(X: Tensor, num_classes: int, h: float, density: float) -> float:
-    """Expected :func:`terms_near_kink`: ``(C - 1) sum_i min(1, 2 h f(0) max_k |X_ik|)``."""
-    if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
-    with torch.no_grad():
-        reach = X.double().abs().amax(1)                                # (N,)
-        return float((num_classes - 1) * (2 * h * density * reach).clamp_(max=1.0).sum())
-
-
-def terms_near_kink(W: Tensor, X: Tensor, y: Tensor, delta: float, h: float) -> int:
-    """How many hinge terms a step ``h`` on some coordinate crosses: ``|m_ij| < h max_k |X_ik|``.
-
-    One such term crosses in every coordinate ``(k, j)`` (and ``(k, y_i)``) with
-    ``h |X_ik| > |m_ij|``, so crossings come in clusters of up to ``2 D`` per term.
-    """
+def crossing_terms(W: Tensor, X: Tensor, y: Tensor, delta: float, h: float) -> int:
+    """How many hinge terms some coordinate's step ``h`` crosses: ``|m_ij| < h max_k |X_ik|``."""
     with torch.no_grad():
         reach = h * X.abs().amax(1, keepdim=True)                       # (N, 1)
         reach = reach.expand(-1, W.shape[1] - 1).flatten()              # per term, row-major
         return int((term_margins(W, X, y, delta).abs() < reach).sum())
 
 
+def expected_crossing_terms(num_terms: int, h: float, density: float) -> float:
+    """:math:`\\lambda = T \\min(1, 2 h g(0))`: the expected :func:`crossing_terms` of ``num_terms``
+    terms whose scaled margins have density ``density`` at 0."""
+    if not h > 0:
+        raise ValueError(f"h must be > 0, got {h}")
+    return num_terms * min(1.0, 2 * h * density)
+
+
+def simulate_crossed_rates(X: Tensor, y: Tensor, num_classes: int, h: float, density: float, *,
+                           samples: int, generator: torch.Generator) -> Tensor:
+    """Draw the predicted share of crossed coordinates ``samples`` times (module docstring).
+
+    Args:
+        X: (N, D) examples.  y: (N,) int64 labels.  num_classes: C.
+        h: the finite-difference step (> 0).
+        density: :math:`g(0)`, the density of the scaled margins at 0 (>= 0, may be inf).
+        samples: how many rates to draw.  generator: a CPU ``torch.Generator``.
+
+    Each draw: every term ``(i, j)`` is crossing with probability ``p = min(1, 2 h g(0))``; a
+    crossing term gets ``V ~ U(0, min(1, 1 / (2 h g(0))))`` and crosses the rows
+    ``k`` with ``|X_ik| > V max_k |X_ik|`` of columns ``j`` and ``y_i``.
+
+    Returns:
+        (samples,) float64 shares of the ``D C`` coordinates, on the CPU.
+    """
+    if not h > 0:
+        raise ValueError(f"h must be > 0, got {h}")
+    if not density >= 0:
+        raise ValueError(f"density must be >= 0, got {density}")
+    absx = X.detach().to("cpu", torch.float64).abs()                    # (N, D)
+    y = y.detach().cpu().long()
+    (N, D), C = absx.shape, num_classes
+    top = absx.amax(1)                                                  # (N,)
+    p = min(1.0, 2 * h * density)
+    vmax = 1.0 if p < 1 else 1.0 / (2 * h * density)
+    crossing = torch.rand(samples, N, C - 1, generator=generator, dtype=torch.float64) < p
+    s, i, r = crossing.nonzero(as_tuple=True)                           # (T,) crossing terms
+    j = r + (r >= y[i]).long()                                          # its class, skipping y_i
+    v = torch.rand(len(i), generator=generator, dtype=torch.float64) * vmax
+    if len(i) == 0:
+        return torch.zeros(samples, dtype=torch.float64)
+    hits = torch.zeros(samples * C, D, dtype=torch.float32)             # crossings per coordinate
+    step = max(1, _CHUNK_ELEMENTS // D)
+    for t0 in range(0, len(i), step):
+        t = slice(t0, t0 + step)
+        rows = (absx[i[t]] > (v[t] * top[i[t]])[:, None]).float()       # (chunk, D)
+        hits.index_add_(0, s[t] * C + j[t], rows).index_add_(0, s[t] * C + y[i[t]], rows)
+    return (hits.view(samples, C * D) > 0).sum(1).double() / (C * D)
+
+
 def count_ties(W: Tensor, X: Tensor, y: Tensor, delta: float) -> int:
-    """How many hinge terms (``j != y_i``) have a margin of exactly 0 in W's dtype."""
-    return int((term_margins(W, X, y, delta) == 0).sum())
+    """How many hinge terms (``j != y_i``) have a margin of exactly 0, in the loss's arithmetic
+    (:func:`torch_svm.losses.svm_margins`, W's dtype and device)."""
+    return int((svm_margins(W, X, y, delta=delta) == 0).sum())          # -inf at j = y_i
 
 
 def one_dimensional_example(h: float = 2.0 ** -16) -> Dict[str, object]:

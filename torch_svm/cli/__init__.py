@@ -13,6 +13,7 @@ when it returns, so an in-process call leaves torch as it found it.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -36,6 +37,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+@functools.lru_cache(maxsize=1)  # argparse parsers are reusable; building one costs ~20 ms
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="torch-svm",

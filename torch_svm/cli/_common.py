@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import math
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
+
+import torch
 
 from torch_svm.data import DATASETS, SPLIT_DEFAULTS, DataConfig, Dataset, load_dataset
 from torch_svm.errors import UsageError
 from torch_svm.model import GRADS
-from torch_svm.train import DEFAULT_HYPERS, SAMPLINGS, SCHEDULES, TrainConfig
+from torch_svm.train import DEFAULT_HYPERS, MAX_ITERS, SAMPLINGS, SCHEDULES, TrainConfig
 from torch_svm.utils import DTYPES, auto_threads, clip, jsonable
 
 EXIT_STATUS = ("exit status: 0 on success; 2 on bad input, unreadable data or checkpoint, or a "
@@ -71,8 +74,6 @@ def float_flag(min: Optional[float] = None, max: Optional[float] = None, *,
     return parse
 
 
-positive_int = int_flag(1, 10**9)
-finite_float = float_flag()
 seed_flag = int_flag(0, MAX_SEED)
 
 
@@ -152,7 +153,7 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
         p.add_argument("--reg", type=float_flag(0, 1e30), default=None,
                        help=f"L2 regularization strength, the loss's reg*sum(W^2) (default: per "
                             f"data set: {per_data})")
-        p.add_argument("--iters", type=int_flag(1, 10**8), default=d.iters, help="SGD iterations")
+        p.add_argument("--iters", type=int_flag(1, MAX_ITERS), default=d.iters, help="SGD iterations")
     p.add_argument("--batch-size", type=int_flag(1, 10**7), default=d.batch_size,
                    help="minibatch size")
     p.add_argument("--momentum", type=float_flag(0, 1, max_open=True), default=d.momentum,
@@ -160,7 +161,7 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help="learning-rate schedule: step multiplies by --lr-gamma every --lr-step "
                         "iterations; cosine anneals to 0 over the run")
-    p.add_argument("--lr-step", type=int_flag(1, 10**8), default=d.lr_step,
+    p.add_argument("--lr-step", type=int_flag(1, MAX_ITERS), default=d.lr_step,
                    help="--schedule step period")
     p.add_argument("--lr-gamma", type=float_flag(0, 1, min_open=True), default=d.lr_gamma,
                    help="--schedule step factor")
@@ -173,7 +174,7 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
     p.add_argument("--grad", choices=tuple(GRADS), default=d.grad,
                    help="backward: hand-written gradient, torch.autograd, or PyTorch's "
                         "multi_margin_loss")
-    p.add_argument("--log-every", type=int_flag(1, 10**8), default=d.log_every,
+    p.add_argument("--log-every", type=int_flag(1, MAX_ITERS), default=d.log_every,
                    help="iterations between loss read-backs and divergence checks (each a sync)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of the data and W")
@@ -190,12 +191,24 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
-    """--threads, which :func:`torch_svm.cli.main` adds to every command."""
-    p.add_argument("--threads", type=int_flag(0, 1024), default=0,
-                   help="CPU threads for torch; 0 chooses from the work size: one for small "
-                        "GEMMs such as a training step's or verify's, every core for a pass "
-                        "over all of CIFAR-10 (on a busy machine, small GEMMs split over two "
-                        "threads can run ten times slower than on one)")
+    """--threads, which :func:`torch_svm.cli.main` adds to every command that does not define
+    its own (kinks does, with its own default)."""
+    try:
+        p.add_argument("--threads", type=int_flag(0, 1024), default=0,
+                       help="CPU threads for torch; 0 chooses from the work size: one for small "
+                            "GEMMs such as a training step's or verify's, every core for a pass "
+                            "over all of CIFAR-10 (on a busy machine, small GEMMs split over two "
+                            "threads can run ten times slower than on one)")
+    except argparse.ArgumentError:                              # the command's own --threads
+        pass
+
+
+def set_threads(args) -> None:
+    """``torch.set_num_threads(args.threads)`` unless it is 0 (for a command that sets its
+    threads itself; :func:`torch_svm.cli.main` already runs every command on
+    :func:`command_threads`)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
 
 def command_threads(args) -> int:
@@ -237,16 +250,30 @@ def train_config(args, **overrides: Any) -> TrainConfig:
     return TrainConfig(**fields)
 
 
-def check_out(out: Optional[str]) -> Optional[Path]:
-    """Check ``--out`` before any work: a folder that exists or can be created, and can be
-    written. Raises UsageError naming ``--out``."""
+#: What train and tune write into --out (a folder holding anything else is not replaced).
+RUN_FILES = ("model.pt", "metrics.json", "loss.png", "weights.png", "tune.png")
+
+
+def check_out(out: Optional[str], produces: Iterable[str] = RUN_FILES) -> Optional[Path]:
+    """Check ``--out`` before any work: a folder that exists or can be created, can be written,
+    and holds nothing but what a run writes (``produces``, names or glob patterns), because a
+    run replaces the folder whole (:func:`torch_svm.utils.atomic_directory`). Raises UsageError
+    naming ``--out``."""
     if out is None:
         return None
     if not out.strip():
         raise UsageError("--out must name a folder, got ''")
     path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise UsageError(f"--out {clip(out, 200)!r} exists and is not a folder")
+    if path.is_dir():
+        patterns = tuple(produces)
+        foreign = sorted(p.name for p in path.iterdir()
+                         if p.is_dir() or not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
+        if foreign:
+            raise UsageError(f"--out {clip(out, 200)!r} holds files torch-svm did not write "
+                             f"({clip(', '.join(foreign[:3]), 100)}{', ...' if len(foreign) > 3 else ''}); "
+                             f"a run replaces the folder whole, so choose a new or empty folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

@@ -1,57 +1,99 @@
-"""``torch-svm kinks``: the kink study of the gradient check, written to a report folder."""
+"""``torch-svm kinks``: the kink study of the gradient check (``verification/study.py``),
+written to a report folder."""
 from __future__ import annotations
 
-from torch_svm.cli._common import add_device_arg, add_json_arg, add_seed_arg, check_out, print_json
+import dataclasses
+from typing import Any, Dict
+
+from torch_svm.cli._common import (add_device_arg, add_json_arg, add_seed_arg, check_out,
+                                   int_flag, new_parser, print_json, set_threads)
+
+
+def _sizes(changes: Dict[str, Any]) -> str:
+    """What a preset sets, for --help: '10 draws at the check point (2 with naive ...), ...'."""
+    return (f"{changes['draws']} draws of the dev set and W at the check point "
+            f"({changes['naive_draws']} with naive differences), {changes['where_draws']} at "
+            f"init and after {changes['burn_in_iters']} SGD steps, {changes['tie_seeds']} "
+            f"training seed(s) x {changes['tie_iters']} SGD steps per precision for the ties")
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "kinks", help="study why the SVM gradient check mismatches (kinks, h, delta, dtype)",
-        description="Measure the gradient check of the SVM loss at every coordinate: mismatch "
-                    "rate against delta and h (exact and naive central differences), predicted "
-                    "vs measured kink crossings, the check at init vs after SGD burn-in and "
-                    "with N examples, exact ties during SGD by dtype, and the one-dimensional "
-                    "example. Writes report.md, results.json and PNG figures to --out.")
+    from verification.study import DRY_RUN, QUICK, StudyConfig
+
+    full = dataclasses.asdict(StudyConfig())
+    p = new_parser(
+        subparsers, "kinks", help="study why the SVM gradient check mismatches (kinks, h, delta, dtype)",
+        description="Measure the gradient check of the SVM loss at every coordinate, each number "
+                    "over independent draws (median and 10-90% range): mismatch rate against "
+                    "delta and h (exact and naive central differences), its distribution "
+                    "predicted from the margin density at 0 against the measured one, the check "
+                    "at init vs after SGD with N examples, exact ties during SGD by precision "
+                    "(float64 to bfloat16, and TF32 on CUDA), and the one-dimensional example. "
+                    "Writes report.md, results.json and PNG figures to --out. "
+                    f"The full run: {_sizes(full)}.")
     p.add_argument("--out", required=True, help="report folder (created; files replaced atomically)")
     p.add_argument("--data-dir", default=None,
                    help="CIFAR-10: the cifar-10-batches-py folder, its parent or the tar.gz "
                         "(default: none, the embedded digits are used)")
-    p.add_argument("--quick", action="store_true",
-                   help="the about-one-minute version on digits, what the tests run (default: off)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help=f"fewer draws and steps: {_sizes({**full, **QUICK})}")
+    size.add_argument("--dry-run", action="store_true",
+                      help=f"one tiny pass through every part, for smoke tests: "
+                           f"{_sizes({**full, **DRY_RUN})}")
     add_seed_arg(p)
     add_device_arg(p, "auto")
+    p.add_argument("--threads", type=int_flag(0, 1024), default=1,
+                   help="CPU threads for torch; 0 keeps torch's default (all cores). The study's "
+                        "tensors are small: more threads gain little, and on a busy machine "
+                        "their waiting on each other can take several times as long")
     add_json_arg(p)
     p.set_defaults(func=run)
 
 
-def _print_table(summary) -> None:
-    for method, rows in summary["mismatch"].items():
+def _print_summary(results, out: str) -> None:
+    s, d = results.summary(), results.data
+    cp = s["check_point"]
+    n = results.cell(cp["delta"], cp["h"]).mismatch_rate.draws
+    print(f"torch-svm kinks: {d['name']}, {n} draws of the {d['n_dev']}-example dev set and W, "
+          f"{results.seconds['total']:.0f} s; report in {out}")
+    for method, rows in s["mismatch"].items():
         hs = list(next(iter(rows.values())))
-        print(f"mismatch rate, {method} central differences (rows: delta, columns: h)")
+        draws = next(iter(next(iter(rows.values())).values()))["draws"]
+        print(f"mismatch rate, {method} central differences, median over {draws} draws "
+              f"(rows: delta, columns: h)")
         print(f"{'delta':>7} " + " ".join(f"{h:>9}" for h in hs))
         for delta, cells in rows.items():
-            print(f"{delta:>7} " + " ".join(f"{cells[h]['mismatch_rate']:>9.2e}" for h in hs))
-
-
-def run(args) -> int:
-    from verification.study import StudyConfig, run_study, write_report
-
-    data = dict(dataset="cifar10", data_dir=args.data_dir) if args.data_dir else dict(dataset="digits")
-    make = StudyConfig.quick if args.quick else StudyConfig
-    config = make(seed=args.seed, device=args.device, **data)
-    check_out(args.out)
-    results = run_study(config, progress_bar=True)
-    paths = write_report(results, args.out)
-    if args.json:
-        print_json({**results["summary"], "files": [str(p) for p in paths]})
-        return 0
-    s = results["summary"]
-    print(f"torch-svm kinks: {s['data']}, {results['data']['n_dev']} dev examples, "
-          f"{s['seconds']:.0f} s; report in {args.out}")
-    _print_table(s)
+            print(f"{delta:>7} " + " ".join(f"{cells[h]['median']:>9.2e}" for h in hs))
+    m, q = cp["measured"], cp["predicted"]
+    print(f"at delta {cp['delta']:g}, h {cp['h']:g}: measured median {100 * m['median']:.2g}% "
+          f"[10-90%: {100 * m['q10']:.2g}, {100 * m['q90']:.2g}], predicted median "
+          f"{100 * q['median']:.2g}% [{100 * q['q10']:.2g}, {100 * q['q90']:.2g}]; "
+          f"{100 * cp['inside_share']:.0f}% of draws inside the predicted range")
     one = s["one_d"]
     print(f"1-D example at the kink: central difference {one['central']}, forward "
           f"{one['forward']}, analytic {one['analytic']['0.0']} (kink value 0)")
-    for p in paths:
-        print(f"wrote {p}")
+
+
+def run(args) -> int:
+    import torch
+
+    from verification.study import StudyConfig, run_study
+    from verification.study_report import write_report
+
+    data = dict(dataset="cifar10", data_dir=args.data_dir) if args.data_dir else {}
+    make = StudyConfig.dry_run if args.dry_run else StudyConfig.quick if args.quick else StudyConfig
+    config = make(seed=args.seed, device=args.device, **data)
+    check_out(args.out)
+    threads = torch.get_num_threads()
+    set_threads(args)
+    try:                    # restored, so that main() called in-process leaves torch as it was
+        results = run_study(config, progress_bar=not args.json)
+    finally:
+        torch.set_num_threads(threads)
+    paths = write_report(results, args.out)
+    if args.json:
+        print_json({**results.summary(), "files": [str(p) for p in paths]})
+    else:
+        _print_summary(results, args.out)
     return 0

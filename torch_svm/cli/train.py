@@ -9,6 +9,7 @@ from torch_svm.cli._common import (add_data_args, add_train_args, check_out, loa
                                    new_parser, print_json, train_config)
 from torch_svm.data import Dataset
 from torch_svm.train import TrainResult, save_run, train
+from torch_svm.utils import atomic_directory
 
 
 def add_parser(subparsers) -> None:
@@ -41,7 +42,8 @@ def run(args) -> int:
     metrics = {**summary(data, result), "test_accuracy": test_accuracy, "seconds": result.seconds,
                "total_seconds": time.perf_counter() - start, "out": args.out}
     if out is not None:
-        save_run(out, data, result, metrics)
+        with atomic_directory(out) as folder:      # readers see the old run or this one, whole
+            save_run(folder, data, result, metrics)
     if args.json:
         print_json(metrics)
         return 0

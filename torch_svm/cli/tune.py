@@ -3,24 +3,29 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Callable, List
 
 from torch_svm.cli._common import (add_data_args, add_train_args, check_out, int_flag, load_data,
                                    new_parser, print_json, train_config)
 from torch_svm.cli.train import summary
-from torch_svm.train import save_run
+from torch_svm.train import MAX_ITERS, save_run
+from torch_svm.utils import atomic_directory, clip
 from torch_svm.tune import DEFAULT_GRIDS, TuneConfig, parse_values, tune
 
 
-def _values(integer: bool = False) -> Callable[[str], List[float]]:
-    """argparse type for :func:`torch_svm.tune.parse_values`."""
+def _values(lo: float, hi: float, *, integer: bool = False) -> Callable[[str], List[float]]:
+    """argparse type for :func:`torch_svm.tune.parse_values`, every value in ``[lo, hi]``."""
 
     def parse(text: str) -> List[float]:
         try:
-            return parse_values(text, integer=integer)
+            values = parse_values(text, integer=integer)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+        bad = [v for v in values if not lo <= v <= hi]
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected values from {lo:g} to {hi:g}, got {bad[0]:g} "
+                                             f"in {clip(repr(text), 60)}")
+        return values
 
     parse.__name__ = "values"
     return parse
@@ -35,11 +40,11 @@ def add_parser(subparsers) -> None:
     add_data_args(p)
     lrs = "; ".join(f"{k} {v[0]}" for k, v in DEFAULT_GRIDS.items())
     regs = "; ".join(f"{k} {v[1]}" for k, v in DEFAULT_GRIDS.items())
-    p.add_argument("--lr", type=_values(), default=None,
+    p.add_argument("--lr", type=_values(1e-30, 1e10), default=None,
                    help=f"learning rates, 'a,b' or 'lo:hi:n' log-spaced (default: per data set: {lrs})")
-    p.add_argument("--reg", type=_values(), default=None,
+    p.add_argument("--reg", type=_values(0, 1e30), default=None,
                    help=f"regularization strengths, as --lr (default: per data set: {regs})")
-    p.add_argument("--iters", type=_values(integer=True), default=[1500],
+    p.add_argument("--iters", type=_values(1, MAX_ITERS, integer=True), default=[1500],
                    help="iteration counts, as --lr (default: 1500)")
     p.add_argument("--random", type=int_flag(0, 10**6), default=0,
                    help="0: the full grid; K > 0: K random settings, log-uniform between the "
@@ -65,8 +70,9 @@ def run(args) -> int:
     if out is not None:
         from torch_svm.plots import plot_tune
 
-        save_run(out, data, best, metrics)
-        plot_tune(result.table, Path(out) / "tune.png")
+        with atomic_directory(out) as folder:      # readers see the old run or this one, whole
+            save_run(folder, data, best, metrics)
+            plot_tune(result.table, folder / "tune.png")
     if args.json:
         print_json(metrics)
         return 0

@@ -1,0 +1,181 @@
+r"""The data :func:`verification.verify.verify` judges on, and its on-disk cache.
+
+:func:`load_verify_data` gives a :class:`VerifyData` (``X: (N, D)`` float64, ``y: (N,)`` int64)
+for ``"digits"`` (embedded), ``"cifar10"`` or ``"random"``:
+
+* digits and cifar10: the dev split of :func:`torch_svm.data.load_dataset` (``num_dev`` images
+  drawn, seeded, from the train split; the train split's mean image subtracted; a bias column),
+  with the same rows and values (float32 preprocessing, as ``load_dataset(dtype="float32")``),
+  but built from the dev images only instead of the whole float train split;
+* random: integer-valued ``X`` in ``[-8, 8]`` plus a bias column, ``C = 10``.
+
+**Cache.** Reading CIFAR-10 (50,000 images, to subtract the train mean) and walking to the
+trained check point take most of a verdict's time, so both are kept in small ``.npz`` files
+under :func:`cache_dir` (``$TORCH_SVM_CACHE_DIR``, else ``$XDG_CACHE_HOME/torch-svm``, else
+``~/.cache/torch-svm``). A file's name is a hash of everything it depends on (the data files'
+sizes and modification times, the counts, the seed, and for a point delta and dtype), so a
+changed file or setting never reads a stale entry. Files are read with
+``np.load(allow_pickle=False)`` and checked; a bad one is recomputed. The folder is safe to
+delete. ``TORCH_SVM_CACHE_DIR=""`` (or ``cache=False``) turns the cache off.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import numpy as np
+import torch
+
+from torch_svm.cifar10 import locate_cifar10, read_cifar10
+from torch_svm.data import SPLIT_DEFAULTS, read_digits
+from torch_svm.utils import atomic_write_bytes, check_choice, check_int
+
+__all__ = ["VerifyData", "load_verify_data", "cache_dir", "cached_arrays", "VERIFY_DATASETS"]
+
+#: Names :func:`load_verify_data` accepts.
+VERIFY_DATASETS = ("digits", "cifar10", "random")
+_RANDOM_N, _RANDOM_D, _RANDOM_C = 100, 32, 10
+_VERSION = 1                       # bump when what a cache file holds changes
+
+
+@dataclass(eq=False)  # tensors have no single truth value
+class VerifyData:
+    """Examples to judge on: ``X: (N, D)`` float64 (bias column included), ``y: (N,)`` int64."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    description: str              # e.g. "digits dev split"
+    cache_key: Optional[str] = None   # identifies the data for the point cache (None: no cache)
+
+
+def cache_dir() -> Optional[Path]:
+    """Where cache files go, or None when ``TORCH_SVM_CACHE_DIR`` is set to ""."""
+    env = os.environ.get("TORCH_SVM_CACHE_DIR")
+    if env is not None:
+        return Path(env).expanduser() if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "torch-svm"
+
+
+def _key(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(dict(parts, version=_VERSION), sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_arrays(kind: str, key: str, compute: Callable[[], Dict[str, np.ndarray]],
+                  check: Callable[[Dict[str, np.ndarray]], bool], *, cache: bool = True
+                  ) -> Dict[str, np.ndarray]:
+    """``compute()``'s arrays, read from ``<cache_dir>/<kind>-<key>.npz`` when a good copy is
+    there (``check`` accepts it), else computed and written (atomically; a write that fails
+    is ignored: the cache only saves time)."""
+    folder = cache_dir() if cache else None
+    path = None if folder is None else folder / f"{kind}-{key}.npz"
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+            if check(arrays):
+                return arrays
+        except (OSError, ValueError, KeyError, EOFError):
+            pass
+    arrays = compute()
+    if path is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError:
+            pass
+    return arrays
+
+
+def _files_stamp(source: Path) -> list:
+    """Size and mtime of every file a CIFAR-10 source holds (the archive, or the folder's files)."""
+    files = sorted(source.iterdir()) if source.is_dir() else [source]
+    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
+def _dev_split(pool: np.ndarray, labels: np.ndarray, num_train: int, num_dev: int, seed: int
+               ) -> Dict[str, np.ndarray]:
+    """The dev images (uint8), their labels and the train split's mean image (float64), as
+    :func:`torch_svm.data.load_dataset` draws and centres them."""
+    mean = pool[:num_train].mean(axis=0, dtype=np.float64)                     # (D,)
+    dev = np.random.default_rng(seed % 2**32).choice(num_train, size=num_dev, replace=False)
+    return {"images": pool[dev], "labels": labels[dev].astype(np.int64), "mean": mean}
+
+
+def _features(images: np.ndarray, mean: np.ndarray) -> torch.Tensor:
+    """``[x - mean, 1]`` computed in float32 (load_dataset's preprocessing), as float64."""
+    out = np.empty((len(images), images.shape[1] + 1), dtype=np.float32)       # (n, D + 1)
+    out[:, :-1] = images
+    out[:, :-1] -= mean.astype(np.float32)
+    out[:, -1] = 1
+    return torch.from_numpy(out).to(torch.float64)
+
+
+def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = None, *,
+                     n: Optional[int] = None, seed: int = 0, cache: bool = True) -> VerifyData:
+    """The data to judge on (see the module docstring).
+
+    Args:
+        name: "digits", "cifar10" (needs ``data_dir``) or "random".
+        data_dir: the CIFAR-10 folder or archive (as :func:`torch_svm.data.load_dataset`).
+        n: examples (default: digits 100, cifar10 500, random 100).
+        seed: seeds the dev draw (or the random data).
+        cache: use the on-disk cache (CIFAR-10's dev split here; the check points in verify).
+
+    Raises:
+        ValueError: bad name, ``n`` larger than the training split, ``data_dir`` with digits.
+        FileNotFoundError / DataFormatError: CIFAR-10 files missing or corrupt.
+    """
+    check_choice("data", name, VERIFY_DATASETS)
+    seed = check_int("seed", seed, min=0, max=2**63 - 1)
+    if n is not None:
+        n = check_int("n", n, min=1, max=10**6)
+    if name != "cifar10" and data_dir is not None:
+        raise ValueError(f"data_dir only applies to data 'cifar10', got data {name!r} with data_dir {str(data_dir)!r}")
+    if name == "random":
+        n = n or _RANDOM_N
+        g = torch.Generator().manual_seed(seed)
+        X = torch.randint(-8, 9, (n, _RANDOM_D), generator=g).to(torch.float64)
+        X = torch.cat([X, torch.ones(n, 1, dtype=torch.float64)], 1)           # bias column
+        return VerifyData(X, torch.randint(_RANDOM_C, (n,), generator=g), _RANDOM_C,
+                          "random integer-valued data",
+                          cache_key=_key(data="random", n=n, seed=seed) if cache else None)
+    num_train, _, _, num_dev = SPLIT_DEFAULTS[name]
+    num_dev = n or num_dev
+    if num_dev > num_train:
+        raise ValueError(f"n must be at most the size of the {name} training split ({num_train}), got {num_dev}")
+    if name == "digits":
+        images, labels, _ = read_digits()
+        split = _dev_split(images.reshape(len(images), -1), labels, num_train, num_dev, seed)
+        key = _key(data="digits", n=num_dev, seed=seed)
+    else:
+        if data_dir is None:
+            raise ValueError("data 'cifar10' needs data_dir (--data-dir): the cifar-10-batches-py "
+                             "folder, its parent, or cifar-10-python.tar.gz")
+        source = locate_cifar10(data_dir)
+        key = _key(data="cifar10", files=_files_stamp(source), n=num_dev, seed=seed, num_train=num_train)
+
+        def compute() -> Dict[str, np.ndarray]:
+            X_train, y_train, _, _, names = read_cifar10(source)
+            split = _dev_split(X_train.reshape(len(X_train), -1), y_train, num_train, num_dev, seed)
+            return dict(split, num_classes=np.array(len(names)))
+
+        def check(a: Dict[str, np.ndarray]) -> bool:
+            return (set(a) == {"images", "labels", "mean", "num_classes"} and a["images"].dtype == np.uint8
+                    and a["images"].shape == (num_dev, 3072) and a["labels"].shape == (num_dev,)
+                    and a["labels"].dtype == np.int64 and a["mean"].shape == (3072,)
+                    and a["mean"].dtype == np.float64 and a["num_classes"].shape == ()
+                    and a["num_classes"].dtype.kind == "i" and 2 <= int(a["num_classes"]) <= 10**4
+                    and bool(((a["labels"] >= 0) & (a["labels"] < a["num_classes"])).all()))
+
+        split = cached_arrays("cifar10-dev", key, compute, check, cache=cache)
+    num_classes = int(split.get("num_classes", 10))
+    return VerifyData(_features(split["images"], split["mean"]), torch.from_numpy(split["labels"]),
+                      num_classes, f"{name} dev split", cache_key=key if cache else None)
