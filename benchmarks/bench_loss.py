@@ -16,7 +16,9 @@ memory: the extra peak RSS (VmHWM over VmRSS before the call) of a fresh process
 method once (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA). Threads: torch and numpy's
 BLAS alike, per N as :func:`torch_svm.utils.auto_threads` chooses (one at N = 500, every core
 at 49000) or ``--threads``. The methods take turns, one run of each per round, so a change in
-the machine's load slows them alike.
+the machine's load slows them alike, and each timed run follows an untimed run of the same
+method (a warm measurement: numpy's BLAS threads spin for a while after a call, and a method
+run right after them is slowed by up to 1.5x).
 """
 from __future__ import annotations
 
@@ -87,10 +89,12 @@ def layouts(W, X, y):
 
 
 def timeit(fns, repeat, device):
-    """name -> (median seconds of ``repeat`` runs, seconds of the warm-up run before them).
+    """name -> (median seconds of ``repeat`` runs, seconds of the first run).
 
-    The methods take turns (one run of each per round), so that a machine whose load changes
-    during the benchmark slows them alike."""
+    The methods take turns, one timed run of each per round, so that a machine whose load
+    changes during the benchmark slows them alike; each timed run directly follows an untimed
+    one of the same method, so that it does not pay for what the method before it left behind
+    (its data in the caches, numpy's BLAS threads still spinning after their call)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def once(fn):
@@ -99,12 +103,13 @@ def timeit(fns, repeat, device):
         sync()
         return time.perf_counter() - t0
 
-    warmup = {name: once(fn) for name, fn in fns.items()}
+    first = {name: once(fn) for name, fn in fns.items()}
     times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            once(fn)
             times[name].append(once(fn))
-    return {name: (statistics.median(times[name]), warmup[name]) for name in fns}
+    return {name: (statistics.median(times[name]), first[name]) for name in fns}
 
 
 @contextlib.contextmanager
