@@ -11,7 +11,8 @@ X, block by block on a CPU), its ``autograd.Function`` (``svm_loss`` + ``backwar
 the numpy naive loops; with ``--compile``, ``torch.compile(svm_loss_and_grad)`` too (its
 compilation, in the warm-up call, is reported apart). Each is timed as the median of
 ``--repeat`` runs after a warm-up (CUDA: synchronised). Ratios are against the hand-written
-gradient. The backward GEMM layout choice (``X.T @ B`` vs ``(B.T @ X).T``) is timed too. Peak
+gradient. The GEMM layouts are timed too: forward ``X @ W`` with W as (D, C) or as (C, D),
+backward ``X.T @ B`` or ``(B.T @ X).T``. Peak
 memory: the extra peak RSS (VmHWM over VmRSS before the call) of a fresh process that runs the
 method once (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA). Threads: torch and numpy's
 BLAS alike, per N as :func:`torch_svm.utils.auto_threads` chooses (one at N = 500, every core
@@ -84,8 +85,12 @@ def methods(W, X, y, compiled=None):
 
 
 def layouts(W, X, y):
+    """The two GEMMs in each layout: forward with W as (D, C) or laid out as (C, D),
+    backward as ``X.T @ B`` or ``(B.T @ X).T``."""
     B = torch.randn(X.shape[0], W.shape[1], dtype=X.dtype, device=X.device)
-    return {"X.T @ B": lambda: X.T @ B, "(B.T @ X).T": lambda: (B.T @ X).T}
+    Wt = W.T.contiguous()                                       # (C, D)
+    return {"X @ W": lambda: X @ W, "X @ W, W as (C, D)": lambda: X @ Wt.T,
+            "X.T @ B": lambda: X.T @ B, "(B.T @ X).T": lambda: (B.T @ X).T}
 
 
 def timeit(fns, repeat, device):
