@@ -130,9 +130,9 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
     return dev
 
 
-#: Multiply-adds per thread below which a CPU op runs on one thread (:func:`auto_threads`).
-#: About 1 ms of GEMM on one core: smaller ops finish before a second thread pays off, and a
-#: thread that waits for a core (a busy machine) stalls every op it takes part in.
+#: Multiply-adds per thread below which a CPU op runs on one thread (:func:`auto_threads`):
+#: a GEMM of a millisecond or two on one core. Below it a second thread gains little, and on
+#: a busy machine a thread that waits for a core stalls every op it takes part in.
 THREAD_GRAIN = 2**25
 
 
@@ -149,9 +149,10 @@ def auto_threads(work: int) -> int:
     ``N * D * C``): one below :data:`THREAD_GRAIN` per thread, never more than the cores.
 
     Small per-step GEMMs (an SGD minibatch: 200 x 3073 x 10 for CIFAR-10; every digits op)
-    run on one thread: split over two they gain little on an idle machine and lose up to 10x
-    when another process holds a core, because OpenMP threads spin at a barrier for the one
-    that waits to be scheduled. A full pass over CIFAR-10 (49,000 x 3073 x 10) uses every core.
+    run on one thread: on two, the CIFAR-10 recipe trains about 1.3x faster on an idle 2-core
+    machine and about 4x slower while another process holds a core, because OpenMP threads
+    spin at a barrier for the one that waits to be scheduled (``benchmarks/bench_train.py``).
+    A full pass over CIFAR-10 (49,000 x 3073 x 10) uses every core.
     """
     work = check_int("work", work, min=0)
     return max(1, min(cpu_cores(), work // THREAD_GRAIN))

@@ -198,7 +198,7 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
                        help="CPU threads for torch; 0 chooses from the work size: one for small "
                             "GEMMs such as a training step's or verify's, every core for a pass "
                             "over all of CIFAR-10 (on a busy machine, small GEMMs split over two "
-                            "threads can run ten times slower than on one)")
+                            "threads run several times slower than on one)")
     except argparse.ArgumentError:                              # the command's own --threads
         pass
 
