@@ -129,8 +129,8 @@ Run = Callable[[], Outcome]
 
 
 def _numpy_run(data: Dataset, dtype, iters: int, blas_threads: Optional[int]) -> Run:
-    X, y = data.X_train.numpy().astype(dtype), data.y_train.numpy()
-    Xv, yv = data.X_val.numpy().astype(dtype), data.y_val.numpy()
+    X, y = data.X_train.numpy().astype(dtype, copy=False), data.y_train.numpy()
+    Xv, yv = data.X_val.numpy().astype(dtype, copy=False), data.y_val.numpy()
     lr, reg = DEFAULT_HYPERS[data.name]
 
     def run():
@@ -203,18 +203,31 @@ def busy_neighbour(core: Optional[int] = None) -> Iterator[None]:
 Spec = Tuple[str, Optional[int], Run]
 
 
-def quiet_runs(data: Dataset, args) -> List[Spec]:
+def _numpy_specs(data: Dataset, args, float64: bool) -> List[Spec]:
+    if "numpy" not in args.methods:
+        return []
+    specs = [("numpy float32", None, _numpy_run(data, np.float32, args.iters, None)),
+             ("numpy float32", 1, _numpy_run(data, np.float32, args.iters, 1))]
+    if float64:
+        specs.append(("numpy float64", None, _numpy_run(data, np.float64, args.iters, None)))
+    return specs
+
+
+def _hand_specs(data: Dataset, args) -> List[Spec]:
+    """torch-svm's hand-written step, on the threads it chooses and on every core."""
+    if "torch" not in args.methods:
+        return []
+    specs = [("torch-svm hand", None, _torch_run(data, args.iters, args.device))]
     cores = cpu_cores()
-    out: List[Spec] = []
-    if "numpy" in args.methods:
-        out += [("numpy float32", None, _numpy_run(data, np.float32, args.iters, None)),
-                ("numpy float32", 1, _numpy_run(data, np.float32, args.iters, 1)),
-                ("numpy float64", None, _numpy_run(data, np.float64, args.iters, None))]
+    if cores > 1:
+        specs.append(("torch-svm hand", cores,
+                      _torch_run(data, args.iters, args.device, threads=cores)))
+    return specs
+
+
+def quiet_runs(data: Dataset, args) -> List[Spec]:
+    out = _numpy_specs(data, args, float64=True) + _hand_specs(data, args)
     if "torch" in args.methods:
-        out.append(("torch-svm hand", None, _torch_run(data, args.iters, args.device)))
-        if cores > 1:
-            out.append(("torch-svm hand", cores,
-                        _torch_run(data, args.iters, args.device, threads=cores)))
         if args.compile:
             out.append(("torch-svm hand, compiled", None,
                         _torch_run(data, args.iters, args.device, compile=True)))
@@ -236,15 +249,8 @@ def quiet_runs(data: Dataset, args) -> List[Spec]:
 
 
 def busy_runs(data: Dataset, args) -> List[Spec]:
-    """The rows run again next to a busy neighbour: the quiet rows of numpy float32 and
-    torch-svm hand."""
-    return [spec for spec in quiet_runs(data, _without(args, "sklearn"))
-            if spec[0] in ("numpy float32", "torch-svm hand")]
-
-
-def _without(args, method: str):
-    return argparse.Namespace(**{**vars(args), "compile": False,
-                                 "methods": [m for m in args.methods if m != method]})
+    """The rows run again next to a busy neighbour: numpy float32 and torch-svm hand."""
+    return _numpy_specs(data, args, float64=False) + _hand_specs(data, args)
 
 
 def bench(data: Dataset, args) -> List[Row]:
