@@ -1,21 +1,30 @@
 """Time and memory of one loss + gradient evaluation, every implementation in one run.
 
     python benchmarks/bench_loss.py                    # CPU, float32, N = 500 and 49000
-    python benchmarks/bench_loss.py --device cuda --json
+    python benchmarks/bench_loss.py --threads 1        # torch and numpy's BLAS on one thread
+    python benchmarks/bench_loss.py --device cuda --compile --tf32 --json
 
-Methods: the hand-written gradient (``svm_loss_and_grad``), its ``autograd.Function``
-(``svm_loss`` + ``backward``), ``torch.autograd`` on ``svm_loss_autograd``, PyTorch's own
-``MultiMarginLoss`` kernel (``C * F.multi_margin_loss`` + autograd), numpy vectorized in the same
-dtype and, at small N, the numpy naive loops. Each is timed as the median of ``--repeat`` runs
-after a warm-up (CUDA: synchronised). Ratios are against the hand-written gradient. The
-backward GEMM layout choice (``X.T @ B`` vs ``(B.T @ X).T``) is timed too. Peak memory: the
-extra peak RSS (VmHWM over VmRSS before the call) of a fresh process that runs the method
-once (CPU), or
-``torch.cuda.max_memory_allocated`` (CUDA).
+Methods: the hand-written gradient (``svm_loss_and_grad``: loss and gradient in one pass over
+X, block by block on a CPU), its ``autograd.Function`` (``svm_loss`` + ``backward``: two passes),
+``torch.autograd`` on ``svm_loss_autograd``, PyTorch's own ``MultiMarginLoss`` kernel
+(``C * F.multi_margin_loss`` + autograd), numpy vectorized in the same dtype and, at small N,
+the numpy naive loops; with ``--compile``, ``torch.compile(svm_loss_and_grad)`` too (its
+compilation, in the warm-up call, is reported apart). Each is timed as the median of
+``--repeat`` runs after a warm-up (CUDA: synchronised). Ratios are against the hand-written
+gradient. The GEMM layouts are timed too: forward ``X @ W`` with W as (D, C) or as (C, D),
+backward ``X.T @ B`` or ``(B.T @ X).T``. Peak
+memory: the extra peak RSS (VmHWM over VmRSS before the call) of a fresh process that runs the
+method once (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA). Threads: torch and numpy's
+BLAS alike, per N as :func:`torch_svm.utils.auto_threads` chooses (one at N = 500, every core
+at 49000) or ``--threads``. The methods take turns, one run of each per round, so a change in
+the machine's load slows them alike, and each timed run follows an untimed run of the same
+method (a warm measurement: numpy's BLAS threads spin for a while after a call, and a method
+run right after them is slowed by up to 1.5x).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -28,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_svm import svm_loss_autograd, svm_loss_and_grad, svm_loss
-from torch_svm.utils import resolve_device, resolve_dtype
+from torch_svm.utils import auto_threads, resolve_device, resolve_dtype, using_threads
 from verification.reference import svm_loss_naive, svm_loss_vectorized
 
 REG = 2.5e4
@@ -42,8 +51,9 @@ def make_problem(n, d, c, dtype, device, seed=0):
     return W, X, y
 
 
-def methods(W, X, y):
-    """name -> zero-argument callable doing one loss + dW evaluation."""
+def methods(W, X, y, compiled=None):
+    """name -> zero-argument callable doing one loss + dW evaluation; ``compiled`` is
+    ``torch.compile(svm_loss_and_grad)`` when given."""
     c = W.shape[1]
 
     def hand():
@@ -64,6 +74,8 @@ def methods(W, X, y):
         return torch.autograd.grad(loss, Wr)
 
     out = {"hand": hand, "function": function, "autograd": autograd, "mml": mml}
+    if compiled is not None:
+        out["hand, compiled"] = lambda: compiled(W, X, y, REG)
     if W.device.type == "cpu":
         Wn, Xn, yn = W.numpy(), X.numpy(), y.numpy()
         out["numpy"] = lambda: svm_loss_vectorized(Wn, Xn, yn, REG, dtype=Xn.dtype)
@@ -73,21 +85,44 @@ def methods(W, X, y):
 
 
 def layouts(W, X, y):
+    """The two GEMMs in each layout: forward with W as (D, C) or laid out as (C, D),
+    backward as ``X.T @ B`` or ``(B.T @ X).T``."""
     B = torch.randn(X.shape[0], W.shape[1], dtype=X.dtype, device=X.device)
-    return {"X.T @ B": lambda: X.T @ B, "(B.T @ X).T": lambda: (B.T @ X).T}
+    Wt = W.T.contiguous()                                       # (C, D)
+    return {"X @ W": lambda: X @ W, "X @ W, W as (C, D)": lambda: X @ Wt.T,
+            "X.T @ B": lambda: X.T @ B, "(B.T @ X).T": lambda: (B.T @ X).T}
 
 
-def timeit(fn, repeat, device):
+def timeit(fns, repeat, device):
+    """name -> (median seconds of ``repeat`` runs, seconds of the first run).
+
+    The methods take turns, one timed run of each per round, so that a machine whose load
+    changes during the benchmark slows them alike; each timed run directly follows an untimed
+    one of the same method, so that it does not pay for what the method before it left behind
+    (its data in the caches, numpy's BLAS threads still spinning after their call)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
+
+    def once(fn):
         t0 = time.perf_counter()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return time.perf_counter() - t0
+
+    first = {name: once(fn) for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            once(fn)
+            times[name].append(once(fn))
+    return {name: (statistics.median(times[name]), first[name]) for name in fns}
+
+
+@contextlib.contextmanager
+def threads(n):
+    """torch and numpy's BLAS on ``n`` threads (numpy's through threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+    with using_threads(n), threadpool_limits(n, user_api="blas"):
+        yield
 
 
 def peak_memory(name, n, d, c, dtype, device):
@@ -124,36 +159,57 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32", help="float32 or float64")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per method (median)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for torch and numpy's BLAS alike (0: chosen per N by "
+                         "torch_svm.utils.auto_threads: one for N = 500, every core for 49000)")
+    ap.add_argument("--compile", action="store_true",
+                    help="add torch.compile(svm_loss_and_grad) (CUDA: mode reduce-overhead)")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = ap.parse_args(argv)
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    compiled = None
+    if args.compile:
+        compiled = torch.compile(svm_loss_and_grad, dynamic=False,
+                                 mode="reduce-overhead" if device.type == "cuda" else None)
 
     rows = []
     for n in (int(v) for v in args.n.split(",")):
         W, X, y = make_problem(n, args.d, args.c, dtype, device)
-        timed = {name: timeit(fn, args.repeat, device) for name, fn in methods(W, X, y).items()}
-        lay = {name: timeit(fn, args.repeat, device) for name, fn in layouts(W, X, y).items()}
-        for name, sec in timed.items():
-            mem = None if args.no_memory or "naive" in name else peak_memory(name, n, args.d, args.c, dtype, device)
-            rows.append(dict(n=n, method=name, ms=sec * 1e3, vs_hand=sec / timed["hand"], peak_mib=mem))
-        for name, sec in lay.items():
-            rows.append(dict(n=n, method=f"GEMM {name}", ms=sec * 1e3, vs_hand=sec / timed["hand"], peak_mib=None))
+        nthreads = args.threads or auto_threads(n * args.d * args.c)
+        with threads(nthreads):
+            timed = timeit(methods(W, X, y, compiled), args.repeat, device)
+            lay = timeit(layouts(W, X, y), args.repeat, device)
+        hand = timed["hand"][0]
+        for name, (sec, warmup) in timed.items():
+            mem = None if args.no_memory or "naive" in name or "compiled" in name else \
+                peak_memory(name, n, args.d, args.c, dtype, device)
+            rows.append(dict(n=n, threads=nthreads, method=name, ms=sec * 1e3, vs_hand=sec / hand,
+                             peak_mib=mem, warmup_s=warmup if "compiled" in name else None))
+        for name, (sec, _) in lay.items():
+            rows.append(dict(n=n, threads=nthreads, method=f"GEMM {name}", ms=sec * 1e3,
+                             vs_hand=sec / hand, peak_mib=None, warmup_s=None))
     meta = dict(device=str(device), dtype=args.dtype, d=args.d, c=args.c, torch=torch.__version__,
-                numpy=np.__version__, threads=torch.get_num_threads(),
+                numpy=np.__version__, tf32=args.tf32, loadavg=[round(v, 2) for v in os.getloadavg()],
                 gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     if args.json:
         json.dump(dict(meta=meta, rows=rows), sys.stdout, indent=2)
         print()
         return
-    where = meta["gpu"] or f"{meta['threads']} threads"
-    print(f"device {meta['device']} ({where}), {args.dtype}, "
-          f"D={args.d}, C={args.c}, torch {meta['torch']}, numpy {meta['numpy']}\n")
-    print("| N | method | ms per loss+grad | time / hand-written | extra peak memory (MiB) |")
-    print("|---|---|---|---|---|")
+    where = f" ({meta['gpu']})" if meta["gpu"] else ""
+    print(f"device {meta['device']}{where}, {args.dtype}{', TF32' if args.tf32 else ''}, "
+          f"D={args.d}, C={args.c}, torch {meta['torch']}, numpy {meta['numpy']}, median of "
+          f"{args.repeat}, load average {meta['loadavg']} at the end\n")
+    print("| N | threads | method | ms per loss+grad | time / hand-written | extra peak memory (MiB) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         mem = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        print(f"| {r['n']} | {r['method']} | {r['ms']:.2f} | {r['vs_hand']:.2f} | {mem} |")
+        warm = "" if r["warmup_s"] is None else f" (compiling: {r['warmup_s']:.1f} s)"
+        print(f"| {r['n']} | {r['threads']} | {r['method']}{warm} | {r['ms']:.2f} | "
+              f"{r['vs_hand']:.2f} | {mem} |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared script for a machine with a CUDA device (the project's
 # lent accelerator, or yours): the test suite (its CUDA tests run instead of skipping), the
-# loss benchmark on the GPU, the CIFAR-10 recipe and tuned run on the GPU, and the kink study
-# on the GPU (its exact-tie counts in float32 with TF32 matmuls on and off).
-#   bash benchmarks/gpu.sh [OUT_DIR]        # writes OUT_DIR/{tests,bench,train_*}.txt
+# loss and training benchmarks on the GPU (float32 and TF32, eager and compiled), the CIFAR-10
+# recipe and tuned run on the GPU, and the kink study on the GPU (its exact-tie counts in
+# float32 with TF32 matmuls on and off).
+#   bash benchmarks/gpu.sh [OUT_DIR]        # writes OUT_DIR/{tests,bench_*,train_*,kinks_*}.*
 # Needs a CUDA build of torch; builds CIFAR-10 from ../shared/cifar10 when it is there.
 set -uo pipefail
 out=${1:-${OUT:-gpu-results}}
@@ -13,6 +14,9 @@ pip install -q -e ".[test]" >/dev/null 2>&1 || pip install -q -e . || exit 1
 python -m pytest -q -rs 2>&1 | tail -25 | tee "$out/tests.txt"
 python benchmarks/bench_loss.py --device cuda --repeat 20 2>&1 | tee "$out/bench_cuda_f32.txt"
 python benchmarks/bench_loss.py --device cuda --repeat 20 --dtype float64 --no-memory 2>&1 | tee "$out/bench_cuda_f64.txt"
+# compiled (CUDA graphs) next to eager, in float32 and with TF32 matmuls
+python benchmarks/bench_loss.py --device cuda --repeat 20 --compile --no-memory 2>&1 | tee "$out/bench_cuda_f32_compiled.txt"
+python benchmarks/bench_loss.py --device cuda --repeat 20 --compile --tf32 --no-memory 2>&1 | tee "$out/bench_cuda_tf32_compiled.txt"
 if [ -f ../shared/cifar10/build.py ]; then
   pip install -q pillow >/dev/null 2>&1
   python ../shared/cifar10/build.py /tmp/cifar >/dev/null
@@ -23,5 +27,12 @@ if [ -f ../shared/cifar10/build.py ]; then
   done
   torch-svm verify tests/mutants.py:correct_vectorized --data cifar10 --data-dir /tmp/cifar --json > "$out/verify_cifar.json"
   torch-svm kinks --device cuda --data-dir /tmp/cifar --out "$out/kinks_cuda" --json > "$out/kinks_cuda.json"  # ties with TF32 on and off
+  cifar="--data-dir /tmp/cifar"
 fi
+# whole training runs: torch-svm's rows on the GPU (eager and compiled), float32 then TF32;
+# the numpy and scikit-learn rows are CPU-only and measured on the project machine
+for tf32 in "" "--tf32"; do
+  python benchmarks/bench_train.py --device cuda --compile --methods torch --no-busy ${cifar:-} $tf32 \
+    2>&1 | tee "$out/bench_train_cuda${tf32:+_tf32}.md"
+done
 torch-svm check --device cuda --dtype float32 | tail -3 | tee "$out/check_cuda.txt"

@@ -7,11 +7,15 @@ import pytest
 from conftest import run_cli
 import torch
 
-from torch_svm.cli import main
+import torch_svm.utils
+from torch_svm.cli import _COMMANDS, main
+from torch_svm.cli._common import command_threads
 from torch_svm.data import DataConfig, load_dataset
+from torch_svm.losses import svm_loss_and_grad
 from torch_svm.model import CheckpointError, LinearSVM, load_checkpoint, save_checkpoint
 from torch_svm.train import DivergenceError, TrainConfig, batch_indices, train
 from torch_svm.tune import TuneConfig, tune
+from torch_svm.utils import THREAD_GRAIN, auto_threads, set_seed, using_threads
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FAST = dict(iters=300, device="cpu")  # enough for digits to pass 0.9
@@ -112,6 +116,96 @@ def test_replacement_sampling_draws_independent_batches():
 
 def test_epoch_sampling_trains(digits):
     assert train(digits, TrainConfig(sampling="epoch", **FAST)).val_accuracy > 0.85
+
+
+def test_hand_loop_is_plain_sgd_on_the_minibatches(digits64):
+    """The trainer's step (reused minibatch buffers, a short last batch of an epoch, the
+    one-pass hand-written gradient handed to torch.optim.SGD) against a plain loop:
+    ``X[idx]``, ``svm_loss_and_grad``, ``W -= lr * dW``."""
+    X, y = digits64.X_train, digits64.y_train
+    n, iters = len(y), 9
+    seen = []
+    result = train(digits64, TrainConfig(iters=iters, lr=1e-3, reg=0.5, sampling="epoch",
+                                         log_every=1, device="cpu"),
+                   callback=lambda it, model, Xb, yb: seen.append((Xb.clone(), yb.clone())))
+    set_seed(0)
+    W = LinearSVM(X.shape[1], 10, dtype=torch.float64).W.detach().clone()
+    losses = []
+    batches = batch_indices(n, 200, iters, sampling="epoch",
+                            generator=torch.Generator().manual_seed(0))
+    for (Xb, yb), idx in zip(seen, batches):
+        assert torch.equal(Xb, X[idx]) and torch.equal(yb, y[idx])
+        loss, dW = svm_loss_and_grad(W, X[idx], y[idx], 0.5)
+        W -= 1e-3 * dW
+        losses.append(float(loss))
+    per_epoch = [200] * (n // 200) + [n % 200]
+    assert [len(b[1]) for b in seen] == (per_epoch * 2)[:iters] and n % 200 != 0
+    torch.testing.assert_close(result.model.W.detach(), W, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(torch.tensor(result.loss_history), torch.tensor(losses),
+                               rtol=1e-12, atol=0)
+
+
+def test_threads_chosen_from_the_work_size_and_restored(digits):
+    with using_threads(2):
+        auto = train(digits, TrainConfig(iters=20, device="cpu"))
+        assert torch.get_num_threads() == 2
+        asked = train(digits, TrainConfig(iters=20, device="cpu", threads=1))
+        assert torch.get_num_threads() == 2
+    assert auto.threads == auto_threads(200 * 65 * 10) == 1 and asked.threads == 1
+    assert torch.equal(auto.model.W, asked.model.W)
+
+
+def test_auto_threads_one_for_a_step_every_core_for_a_full_pass(monkeypatch):
+    monkeypatch.setattr(torch_svm.utils, "cpu_cores", lambda: 4)
+    assert auto_threads(0) == 1
+    assert auto_threads(200 * 3073 * 10) == 1                  # a CIFAR-10 SGD step
+    assert auto_threads(500 * 3073 * 10) == 1                  # verify's CIFAR-10 dev split
+    assert auto_threads(3 * THREAD_GRAIN) == 3
+    assert auto_threads(49000 * 3073 * 10) == 4                # a pass over CIFAR-10
+    with pytest.raises(ValueError, match="work"):
+        auto_threads(-1)
+
+
+def test_using_threads_restores_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="boom"):
+        with using_threads(before + 1):
+            assert torch.get_num_threads() == before + 1
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        with using_threads(0):
+            pass
+
+
+def _aot_eager(monkeypatch):
+    """torch.compile through dynamo and AOTAutograd without inductor's C++ build (seconds
+    instead of tens of seconds); records the arguments the trainer passed."""
+    real, calls = torch.compile, []
+
+    def compile_(fn, **kwargs):
+        calls.append(kwargs)
+        return real(fn, backend="aot_eager", dynamic=kwargs.get("dynamic"), fullgraph=True)
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    return calls
+
+
+def test_compiled_step_follows_the_eager_trajectory(digits64, monkeypatch):
+    calls = _aot_eager(monkeypatch)
+    config = dict(iters=6, lr=1e-3, reg=0.5, sampling="epoch", batch_size=500, device="cpu")
+    eager = train(digits64, TrainConfig(**config))
+    compiled = train(digits64, TrainConfig(compile=True, **config))
+    assert calls == [{"mode": None, "dynamic": False}]
+    torch.testing.assert_close(compiled.model.W, eager.model.W, rtol=1e-12, atol=1e-15)
+    assert compiled.loss_history == pytest.approx(eager.loss_history, rel=1e-12)
+
+
+def test_train_config_checks_threads_and_compile():
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(threads=-1)
+    with pytest.raises(ValueError, match="compile"):
+        TrainConfig(compile="yes")
 
 
 # --------------------------------------------------------------------------- tuning
@@ -261,6 +355,41 @@ def test_cli_human_output(capsys):
     assert code == 0 and "test accuracy" in stdout
 
 
+def test_every_command_takes_threads(capsys):
+    for name in _COMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "--threads" in capsys.readouterr().out, name
+
+
+def test_command_threads_from_the_flags(monkeypatch):
+    from argparse import Namespace
+
+    monkeypatch.setattr("torch_svm.cli._common.auto_threads", lambda work: work)
+    assert command_threads(Namespace(threads=3, batch_size=200)) == 3
+    assert command_threads(Namespace(threads=0, batch_size=200, data="cifar10")) == 200 * 3073 * 10
+    digits = Namespace(threads=0, batch_size=200, data="digits", data_dir=None)
+    assert command_threads(digits) == 200 * 65 * 10
+    assert command_threads(Namespace(threads=0, n=50, d=20, c=7)) == 50 * 20 * 7
+    assert command_threads(Namespace(threads=0, data_dir="x")) == 500 * 3073 * 10  # kinks on CIFAR
+
+
+def test_cli_train_reports_threads_and_restores_them(capsys):
+    with using_threads(2):
+        code, stdout, _ = cli(capsys, "train", "--iters", "20", "--device", "cpu", "--json")
+        assert torch.get_num_threads() == 2
+    assert code == 0 and json.loads(stdout)["threads"] == 1
+    code, stdout, _ = cli(capsys, "train", "--iters", "20", "--device", "cpu", "--threads", "2",
+                          "--json")
+    assert code == 0 and json.loads(stdout)["threads"] == 2
+
+
+def test_cli_train_compile(capsys, monkeypatch):
+    calls = _aot_eager(monkeypatch)
+    code, stdout, _ = cli(capsys, "train", "--iters", "20", "--device", "cpu", "--compile", "--json")
+    assert code == 0 and json.loads(stdout)["config"]["compile"] is True and len(calls) == 1
+
+
 def test_cli_diverging_run_exits_2_with_one_line(capsys):
     code, stdout, err = cli(capsys, "train", "--lr", "1e6", "--reg", "1e3", "--iters", "100",
                             "--device", "cpu")
@@ -323,6 +452,31 @@ def test_cuda_grad_paths_agree_float64(digits64):
             for g in ("hand", "autograd", "mml")]
     for r in runs[1:]:
         torch.testing.assert_close(r.model.W, runs[0].model.W, rtol=1e-12, atol=1e-15)
+
+
+@CUDA
+def test_cuda_compiled_step_matches_eager(digits):
+    """CUDA graphs ("reduce-overhead") and inductor's kernels: float32 rounding may differ
+    from eager's, so the two trajectories agree closely, not bit for bit."""
+    eager = train(digits, TrainConfig(iters=300, device="cuda"))
+    compiled = train(digits, TrainConfig(iters=300, device="cuda", compile=True))
+    assert compiled.model.W.device.type == "cuda"
+    torch.testing.assert_close(compiled.model.W, eager.model.W, rtol=1e-3, atol=1e-5)
+    assert abs(compiled.val_accuracy - eager.val_accuracy) <= 0.01
+
+
+@CUDA
+def test_cuda_loss_and_grad_matches_autograd_on_a_large_batch():
+    from verification.reference import autograd_reference
+
+    g = torch.Generator().manual_seed(0)
+    W = (torch.randn(3073, 10, generator=g, dtype=torch.float64) * 1e-3).cuda()
+    X = (torch.randn(5000, 3073, generator=g, dtype=torch.float64) * 50).cuda()
+    y = torch.randint(10, (5000,), generator=g).cuda()
+    loss, dW = svm_loss_and_grad(W, X, y, 2.5e4)
+    ref_loss, ref_dW = autograd_reference(W, X, y, 2.5e4)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(dW, ref_dW, rtol=1e-10, atol=1e-12)
 
 
 @CUDA

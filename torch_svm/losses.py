@@ -47,12 +47,13 @@ with ``setup_context`` and a generated vmap rule, so ``torch.func`` (grad, vmap,
 backward is differentiable (``create_graph=True``, ``hessian``, ``gradgradcheck``). Forward-mode
 AD (``jvp``, ``jacfwd``) is not supported, as for PyTorch's own ``multi_margin_loss``.
 
-Performance. The forward is one GEMM and the backward one GEMM of X with the (N, C) matrix B.
-On a CPU the layouts matter (``benchmarks/bench_loss.py`` measures them): the backward computes
-``X^T B`` as ``(B^T X)^T``, fast for a tall X, and the forward multiplies X by W laid out as
-(C, D) (a copy of D*C elements). On CUDA both are moot. No function here synchronises host and
-device, except the label range check, which runs only for CPU tensors (on CUDA an
-out-of-range label trips ``gather``'s device-side assert).
+Performance. The loss is two GEMMs, ``S = X W`` forward and ``X^T B`` backward, computed as
+``(B^T X)^T`` (the layout fast for a tall X on a CPU; ``addmm`` adds ``2 reg W`` in the same
+call), and a dozen (N, C) element-wise ops (``benchmarks/bench_loss.py`` measures them). A one-pass variant that fed both GEMMs from a
+cache-sized block of X was measured and gave nothing on the project's CPU: its GEMMs are
+compute-bound on one thread, and on two the blocks' GEMMs wait on their threads' barrier. No
+function here synchronises host and device, except the label range check, which runs only for
+CPU tensors (on CUDA an out-of-range label trips ``gather``'s device-side assert).
 """
 from __future__ import annotations
 
@@ -187,7 +188,8 @@ def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
 
 def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
     idx = y.unsqueeze(1)                                        # (N, 1)
-    scores = X @ W.T.contiguous().T                             # (N, C); W laid out as (C, D)
+    scores = X @ W                                              # (N, C)
+    # out of place: gather saves the scores, and p = 2's second derivatives differentiate this
     margins = scores - scores.gather(1, idx) + delta            # (N, C)
     return margins.scatter_(1, idx, float("-inf"))              # j = y_i is not a term
 
@@ -210,10 +212,9 @@ def _hinge(m: Tensor, p: int, kink: float = 0.0) -> Tuple[Tensor, Tensor]:
     hinge = m.clamp_min(0)
     if p == 2:
         return hinge * hinge, 2 * hinge                         # g(m) = 2 max(0, m)
-    slopes = (m > 0).to(m.dtype)                                # g(m) = 1[m > 0]
-    if kink:
-        slopes += kink * (m == 0)                               # value taken at the kink
-    return hinge, slopes
+    # g(m) = 1[m > 0], and kink at m == 0: one kernel, exactly 0, kink or 1; piecewise
+    # constant, so no gradient flows through it (detach: heaviside has no derivative formula)
+    return hinge, torch.heaviside(m.detach(), m.new_full((), kink))
 
 
 def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
@@ -225,7 +226,7 @@ def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
     pattern of terms.
     """
     idx = y.unsqueeze(1)
-    return slopes.scatter(1, idx, -slopes.sum(dim=1, keepdim=True))
+    return slopes.scatter(1, idx, slopes.sum(dim=1, keepdim=True).neg_())
 
 
 def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
@@ -234,16 +235,24 @@ def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: i
     n = X.shape[0]
     terms, slopes = _hinge(_margins(W, X, y, delta), p, kink)    # (N, C), 0 at j = y_i
     coef = svm_coefficients(slopes, y).div_(n)
-    loss = terms.sum() / n + reg * (W * W).sum()
+    w = W.reshape(-1)
+    loss = terms.sum().div_(n).add_(torch.dot(w, w), alpha=reg)  # mean hinge + reg sum W^2
     return loss, coef
 
 
 def _svm_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float) -> Tensor:
-    """X^T B + 2 reg W, as (B^T X)^T: one GEMM in the layout fast for a tall X."""
-    dW = (coef.T @ X).T                                         # (D, C)
-    if reg:
-        dW = dW + (2 * reg) * W
-    return dW
+    """X^T B + 2 reg W, as (B^T X + 2 reg W^T)^T: one GEMM (``addmm``, which also adds the
+    regularizer's gradient) in the layout fast for a tall X."""
+    return torch.addmm(W.T, coef.T, X, beta=2 * reg).T          # (D, C)
+
+
+def _svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
+                       kink: float) -> Tuple[Tensor, Tensor]:
+    """``(loss, dW)`` for inputs already validated (y int64): what
+    :func:`svm_loss_and_grad` computes after its checks, and what the trainer calls at every
+    step, having checked its data once per run."""
+    loss, coef = _svm_forward(W, X, y, reg, delta, p, kink)
+    return loss, _svm_grad_W(W, X, coef, reg)
 
 
 # --------------------------------------------------------------------------- the SVM loss
@@ -340,8 +349,7 @@ def svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,
     reg, delta, p, kink = validate_hyperparameters(reg=reg, delta=delta, p=p, kink=kink)
     y = validate_svm_inputs(W, X, y)
     with torch.no_grad():
-        loss, coef = _svm_forward(W, X, y, reg, delta, p, kink)
-        return loss, _svm_grad_W(W, X, coef, reg)
+        return _svm_loss_and_grad(W, X, y, reg, delta, p, kink)
 
 
 def svm_loss_autograd(W: Tensor, X: Tensor, y: Tensor, reg: float = 0.0, *,

@@ -1,11 +1,25 @@
 r"""Minibatch SGD for :class:`~torch_svm.model.LinearSVM`.
 
-:func:`train` is the canonical PyTorch loop (``model.train()``, ``zero_grad``, loss,
-``backward``, ``step``) with ``torch.optim.SGD``; ``backward`` runs the hand-written gradient
-unless ``grad`` says otherwise. The loop knows nothing of who watches it: ``callback`` is
-called with each minibatch before its step (minGPT's ``on_batch_end`` pattern), so a study or a
-benchmark observes the loop instead of copying it. :mod:`torch_svm.tune` searches its
-hyperparameters.
+:func:`train` is the canonical PyTorch loop (``model.train()``, loss and gradient,
+``optimizer.step()``) with ``torch.optim.SGD``. With ``grad="hand"`` the step computes the loss
+and the hand-written gradient together and hands the gradient to the optimizer
+(``loss, W.grad = ...``, which replaces the old gradient: no ``zero_grad`` needed), so there
+is no graph for ``backward()`` to build and walk back; ``grad="autograd"`` and ``"mml"`` call
+``zero_grad`` and ``backward()``. The loop knows nothing of who watches
+it: ``callback`` is called with each minibatch before its step (minGPT's ``on_batch_end``
+pattern), so a study or a benchmark observes the loop instead of copying it.
+:mod:`torch_svm.tune` searches its hyperparameters.
+
+Per step. The data are checked once per run, not at every step; the minibatch is gathered
+into buffers allocated once (``index_select(..., out=)``); the loss and the hand-written
+gradient come from one call (what :func:`torch_svm.losses.svm_loss_and_grad` runs after its
+checks: two GEMMs and a dozen small ops); SGD takes its plain single-tensor path on a CPU. The
+step's GEMMs are small (200 x 3073 x 10 for CIFAR-10), so the loop runs on the CPU threads
+that :func:`torch_svm.utils.auto_threads` chooses for that size, one unless ``threads`` says
+otherwise: when another process keeps a core busy, small GEMMs split over two threads run
+many times slower (``benchmarks/bench_train.py`` measures it). ``compile=True`` compiles the
+loss and gradient with ``torch.compile`` (C++ kernels on a CPU; CUDA graphs on a GPU), at
+the cost of a compilation in the first step.
 
 Regularization stays in the loss as :math:`\lambda \sum W^2`, whose gradient is
 :math:`2 \lambda W`. That is exactly SGD's ``weight_decay = 2 * reg`` (which adds
@@ -34,9 +48,10 @@ from torch import Tensor
 
 from torch_svm.data import Dataset
 from torch_svm.errors import TorchSVMError
-from torch_svm.losses import validate_hyperparameters
+from torch_svm.losses import _svm_loss_and_grad, validate_hyperparameters, validate_svm_inputs
 from torch_svm.model import GRADS, LinearSVM, checkpoint_metadata, save_checkpoint
-from torch_svm.utils import check_choice, check_int, check_real, resolve_device, set_seed
+from torch_svm.utils import (auto_threads, check_choice, check_int, check_real, resolve_device,
+                             set_seed, using_threads)
 from torch_svm.utils import progress as progress_bar
 
 __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "batch_indices",
@@ -77,6 +92,8 @@ class TrainConfig:
     init_scale: float = 0.001       # W starts as init_scale * randn (the assignment's 0.001)
     seed: int = 0                   # seeds W's init and the minibatch draws
     device: str = "auto"            # cpu | cuda | cuda:N | auto
+    threads: int = 0                # CPU threads for the loop; 0: auto_threads of one step's GEMM
+    compile: bool = False           # torch.compile the loss + gradient (the first step compiles)
     log_every: int = 10             # iterations between reading the loss back (a sync) and checking it
 
     def __post_init__(self) -> None:
@@ -90,6 +107,9 @@ class TrainConfig:
         for name in ("iters", "batch_size", "lr_step", "log_every"):
             check_int(name, getattr(self, name), min=1, max=MAX_ITERS)
         check_int("seed", self.seed, min=0, max=2**63 - 1)
+        check_int("threads", self.threads, min=0, max=1024)
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True or False, got {self.compile!r:.100}")
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("sampling", self.sampling, SAMPLINGS)
         check_choice("grad", self.grad, GRADS)
@@ -110,6 +130,8 @@ class TrainResult:
     train_accuracy: float
     val_accuracy: float
     seconds: float                  # the loop only (data transfer and accuracies excluded)
+    cpu_seconds: float              # CPU time of the process over the loop, all threads together
+    threads: int                    # CPU threads torch used in the loop
 
 
 class DivergenceError(TorchSVMError, RuntimeError):
@@ -189,6 +211,34 @@ def _check_finite(losses: Tensor, start: int, config: TrainConfig) -> List[float
 Callback = Callable[[int, LinearSVM, Tensor, Tensor], None]
 
 
+def _loss_and_grad(config: TrainConfig) -> Callable[[Tensor, Tensor, Tensor], Tuple[Tensor, Tensor]]:
+    """``step(W, Xb, yb) -> (loss, dW)`` for ``grad="hand"``: the hand-written loss and
+    gradient of a minibatch whose inputs the caller checked, compiled when ``config.compile``."""
+    reg, delta, p, kink = config.reg, config.delta, config.p, config.kink
+
+    @torch.no_grad()
+    def step(W: Tensor, Xb: Tensor, yb: Tensor) -> Tuple[Tensor, Tensor]:
+        return _svm_loss_and_grad(W, Xb, yb, reg, delta, p, kink)
+
+    return _compiled(step, config) if config.compile else step
+
+
+def _compiled(fn: Callable, config: TrainConfig) -> Callable:
+    """``torch.compile(fn)``: inductor's C++/OpenMP kernels on a CPU; CUDA graphs on a GPU
+    ("reduce-overhead"), where launching a step's dozen small kernels costs more than running
+    them. Shapes are static except the last batch of an epoch (one recompilation)."""
+    cuda = resolve_device(config.device).type == "cuda"
+    return torch.compile(fn, mode="reduce-overhead" if cuda else None, dynamic=False)
+
+
+def _minibatch(X: Tensor, y: Tensor, idx: Tensor, Xb: Tensor, yb: Tensor) -> Tuple[Tensor, Tensor]:
+    """``X[idx], y[idx]`` gathered into the buffers ``Xb``, ``yb`` (a shorter last batch of an
+    epoch fills their first rows): no allocation per step."""
+    b = idx.shape[0]
+    Xb, yb = Xb[:b], yb[:b]
+    return torch.index_select(X, 0, idx, out=Xb), torch.index_select(y, 0, idx, out=yb)
+
+
 def train(data: Dataset, config: Optional[TrainConfig] = None, *,
           model: Optional[LinearSVM] = None, progress: bool = False,
           callback: Optional[Callback] = None) -> TrainResult:
@@ -202,15 +252,17 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
         progress: show a progress bar with the running loss on stderr.
         callback: called as ``callback(it, model, X_batch, y_batch)`` (``it`` from 0) before
             each step, e.g. to count the minibatch's exact ties; it must not change its
-            arguments.
+            arguments, and must copy the batch to keep it (its buffers are reused).
 
-    The same seed gives the same W on the CPU (run to run); on CUDA, minibatch draws come
-    from a CUDA generator, so the trajectory differs from the CPU's but not its quality.
+    The same seed gives the same W on the CPU (run to run, at a given thread count); on
+    CUDA, minibatch draws come from a CUDA generator, so the trajectory differs from the
+    CPU's but not its quality. The loop sets torch's CPU thread count (``config.threads``,
+    or :func:`~torch_svm.utils.auto_threads`) and restores it when it ends.
 
     Raises:
         DivergenceError: the loss became inf or NaN (checked every ``log_every`` iterations
             and at the end).
-        ValueError / TypeError: a bad config value, named.
+        ValueError / TypeError: a bad config value, named, or data that do not fit the model.
     """
     config = _resolve(config or TrainConfig(), data.name)
     device = resolve_device(config.device)
@@ -221,41 +273,53 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
         model = LinearSVM(X.shape[1], data.num_classes, init_scale=config.init_scale,
                           dtype=X.dtype)
     model = model.to(device)
+    y = validate_svm_inputs(model.W, X, y)                      # once: the steps skip it
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    # foreach=False: for one parameter on a CPU, the plain loop is the cheapest step (29 us
+    # against 40 us for the default, which re-decides foreach at every step)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                foreach=False if device.type == "cpu" else None)
     scheduler = _scheduler(optimizer, config)
     losses = torch.empty(config.iters, dtype=X.dtype, device=device)  # stays on the device
     history: List[float] = []
+    batch = min(config.batch_size, X.shape[0]) if config.sampling == "epoch" else config.batch_size
+    Xb, yb = X.new_empty(batch, X.shape[1]), y.new_empty(batch)  # (B, D), (B,): reused
+    hand = _loss_and_grad(config) if config.grad == "hand" else None
+    threads = config.threads or auto_threads(batch * X.shape[1] * model.num_classes)
 
-    start = time.perf_counter()
-    model.train()
-    batches = batch_indices(X.shape[0], config.batch_size, config.iters,
-                            sampling=config.sampling, generator=generator, device=device)
-    with progress_bar(total=config.iters, desc="train", enabled=progress) as bar:
-        for it, idx in enumerate(batches):
-            Xb, yb = X[idx], y[idx]                             # (B, D), (B,)
-            if callback is not None:
-                callback(it, model, Xb, yb)
-            optimizer.zero_grad()
-            loss = model.loss(Xb, yb, config.reg, grad=config.grad, delta=config.delta,
-                              p=config.p, kink=config.kink)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            losses[it] = loss.detach()
-            if (it + 1) % config.log_every == 0 or it + 1 == config.iters:
-                history += _check_finite(losses[len(history):it + 1], len(history), config)
-                bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
-                bar.update(it + 1 - bar.n)
-    if not bool(torch.isfinite(model.W).all()):  # the last step can overflow W after the loss
-        raise _divergence("W became inf/NaN", config.iters, config)
-    seconds = time.perf_counter() - start
-
+    with using_threads(threads):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        model.train()
+        batches = batch_indices(X.shape[0], config.batch_size, config.iters,
+                                sampling=config.sampling, generator=generator, device=device)
+        with progress_bar(total=config.iters, desc="train", enabled=progress) as bar:
+            for it, idx in enumerate(batches):
+                Xb_it, yb_it = _minibatch(X, y, idx, Xb, yb)    # (B, D), (B,)
+                if callback is not None:
+                    callback(it, model, Xb_it, yb_it)
+                if hand is not None:            # loss and hand-written dL/dW (sets W.grad)
+                    loss, model.W.grad = hand(model.W, Xb_it, yb_it)
+                else:                           # autograd / PyTorch's kernel
+                    optimizer.zero_grad()
+                    loss = model.loss(Xb_it, yb_it, config.reg, grad=config.grad,
+                                      delta=config.delta, p=config.p, kink=config.kink)
+                    loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                losses[it] = loss.detach()
+                if (it + 1) % config.log_every == 0 or it + 1 == config.iters:
+                    history += _check_finite(losses[len(history):it + 1], len(history), config)
+                    bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
+                    bar.update(it + 1 - bar.n)
+        if not bool(torch.isfinite(model.W).all()):  # the last step can overflow W after the loss
+            raise _divergence("W became inf/NaN", config.iters, config)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     return TrainResult(model=model, config=config, loss_history=history,
                        train_accuracy=model.accuracy(X, y),
-                       val_accuracy=model.accuracy(data.X_val, data.y_val), seconds=seconds)
+                       val_accuracy=model.accuracy(data.X_val, data.y_val), seconds=seconds,
+                       cpu_seconds=cpu_seconds, threads=threads)
 
 
 def save_run(out: Union[str, Path], data: Dataset, result: TrainResult,

@@ -5,6 +5,10 @@ Each subcommand module defines ``add_parser(subparsers)``, which registers its p
 files (the project's :class:`~torch_svm.errors.TorchSVMError`, ValueError, TypeError, OSError,
 running out of memory) become one line on stderr and exit code 2; set TORCH_SVM_DEBUG=1 to see
 the traceback instead. Anything else is a bug: its traceback is shown and the exit code is 1.
+
+Every command takes ``--threads`` and runs on :func:`~torch_svm.cli._common.command_threads`
+CPU threads (one for the small GEMMs most commands run); the count from before is restored
+when it returns, so an in-process call leaves torch as it found it.
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from typing import List, Optional
 
 import torch
 
-from torch_svm.cli._common import debug
+from torch_svm.cli._common import add_threads_arg, command_threads, debug
 from torch_svm.errors import TorchSVMError
+from torch_svm.utils import using_threads
 
 # Subcommand modules, in the order --help lists them.
 _COMMANDS = ("check", "train", "tune", "evaluate", "verify", "kinks")
@@ -43,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
     for name in _COMMANDS:
         importlib.import_module(f"torch_svm.cli.{name}").add_parser(sub)
+        add_threads_arg(sub.choices[name])
     return parser
 
 
@@ -50,7 +56,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with using_threads(command_threads(args)):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"torch-svm {args.command}: interrupted", file=sys.stderr)
         return 130

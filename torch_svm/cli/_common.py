@@ -20,7 +20,7 @@ from torch_svm.data import DATASETS, SPLIT_DEFAULTS, DataConfig, Dataset, load_d
 from torch_svm.errors import UsageError
 from torch_svm.model import GRADS
 from torch_svm.train import DEFAULT_HYPERS, MAX_ITERS, SAMPLINGS, SCHEDULES, TrainConfig
-from torch_svm.utils import DTYPES, clip, jsonable
+from torch_svm.utils import DTYPES, auto_threads, clip, jsonable
 
 EXIT_STATUS = ("exit status: 0 on success; 2 on bad input, unreadable data or checkpoint, or a "
                "diverged run (inf/NaN loss), with one line on stderr")
@@ -180,9 +180,9 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
                    help="dtype of the data and W")
     add_seed_arg(p, d.seed)
     add_device_arg(p, d.device)
-    p.add_argument("--threads", type=int_flag(0, 1024), default=0,
-                   help="CPU threads for torch; 0 keeps torch's default (all cores). The GEMMs are "
-                        "small, so on a busy machine 1 can be several times faster")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the loss and gradient (C++ kernels on a CPU, CUDA graphs "
+                        "on a GPU); the first step compiles, which takes seconds")
     add_out_arg(p, "model.pt, metrics.json, loss.png and weights.png")
     add_json_arg(p)
 
@@ -190,9 +190,41 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
 # --------------------------------------------------------------------------- from flags
 
 
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """--threads, which :func:`torch_svm.cli.main` adds to every command that does not define
+    its own (kinks does, with its own default)."""
+    try:
+        p.add_argument("--threads", type=int_flag(0, 1024), default=0,
+                       help="CPU threads for torch; 0 chooses from the work size: one for small "
+                            "GEMMs such as a training step's or verify's, every core for a pass "
+                            "over all of CIFAR-10 (on a busy machine, small GEMMs split over two "
+                            "threads run several times slower than on one)")
+    except argparse.ArgumentError:                              # the command's own --threads
+        pass
+
+
 def set_threads(args) -> None:
+    """``torch.set_num_threads(args.threads)`` unless it is 0 (for a command that sets its
+    threads itself; :func:`torch_svm.cli.main` already runs every command on
+    :func:`command_threads`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
+
+
+def command_threads(args) -> int:
+    """The CPU threads a command runs on: ``--threads``, or for 0
+    :func:`torch_svm.utils.auto_threads` of its largest repeated GEMM, rows x features x
+    classes, estimated from its flags: rows ``--batch-size`` (a training step) or ``--n``
+    (check, verify), else 500 (verify's and the kink study's dev split); features ``--d``, or
+    3073 for CIFAR-10 (``--data cifar10`` or ``--data-dir``), else 65 (digits); classes ``--c``
+    or 10. Training sizes its loop's threads itself from the exact shapes
+    (``TrainConfig.threads``)."""
+    if args.threads:
+        return args.threads
+    rows = getattr(args, "batch_size", None) or getattr(args, "n", None) or 500
+    cifar = getattr(args, "data", None) == "cifar10" or getattr(args, "data_dir", None) is not None
+    features = getattr(args, "d", None) or (3073 if cifar else 65)
+    return auto_threads(rows * features * (getattr(args, "c", None) or 10))
 
 
 def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any]] = None) -> Dataset:

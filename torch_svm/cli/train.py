@@ -6,7 +6,7 @@ import time
 from typing import Any, Dict
 
 from torch_svm.cli._common import (add_data_args, add_train_args, check_out, load_data,
-                                   new_parser, print_json, set_threads, train_config)
+                                   new_parser, print_json, train_config)
 from torch_svm.data import Dataset
 from torch_svm.train import TrainResult, save_run, train
 from torch_svm.utils import atomic_directory
@@ -28,14 +28,13 @@ def summary(data: Dataset, result: TrainResult) -> Dict[str, Any]:
     return {"data": data.name, "lr": c.lr, "reg": c.reg, "iters": c.iters,
             "train_accuracy": result.train_accuracy, "val_accuracy": result.val_accuracy,
             "final_loss": result.loss_history[-1], "device": str(result.model.W.device),
-            "config": dataclasses.asdict(c)}
+            "threads": result.threads, "config": dataclasses.asdict(c)}
 
 
 def run(args) -> int:
     start = time.perf_counter()
     config = train_config(args)
     out = check_out(args.out)
-    set_threads(args)
     data = load_data(args)
     result = train(data, config, progress=not args.json)
     test_accuracy = result.model.accuracy(data.X_test.to(result.model.W.device),
@@ -51,7 +50,8 @@ def run(args) -> int:
     c = result.config
     print(f"torch-svm train: {data.name}, {len(data.y_train)} train / {len(data.y_val)} val / "
           f"{len(data.y_test)} test, lr={c.lr:g} reg={c.reg:g} iters={c.iters} "
-          f"batch={c.batch_size} grad={c.grad} device={metrics['device']}")
+          f"batch={c.batch_size} grad={c.grad} device={metrics['device']} threads={result.threads}"
+          + (" compiled" if c.compile else ""))
     print(f"final loss {metrics['final_loss']:.4f}; train accuracy {result.train_accuracy:.4f}, "
           f"val accuracy {result.val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; "
           f"{result.seconds:.2f} s training")

@@ -6,7 +6,7 @@ import time
 from typing import Callable, List
 
 from torch_svm.cli._common import (add_data_args, add_train_args, check_out, int_flag, load_data,
-                                   new_parser, print_json, set_threads, train_config)
+                                   new_parser, print_json, train_config)
 from torch_svm.cli.train import summary
 from torch_svm.train import MAX_ITERS, save_run
 from torch_svm.utils import atomic_directory, clip
@@ -56,7 +56,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     start = time.perf_counter()
     out = check_out(args.out)
-    set_threads(args)
     data = load_data(args)
     grid_lr, grid_reg = DEFAULT_GRIDS.get(data.name, DEFAULT_GRIDS["cifar10"])
     config = TuneConfig(lrs=args.lr or parse_values(grid_lr),
