@@ -8,6 +8,16 @@ import torch
 from torch_svm.cli import main
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_by_default():
+    """The suite's problems are tiny: on a busy 2-core runner, torch's two OpenMP threads spin
+    waiting for a core and make them many times slower (a test that needs more sets it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny GEMMs: one thread avoids OpenMP spin costs on a busy 2-core machine."""

@@ -100,7 +100,7 @@ def test_simulated_rates_at_the_extremes():
         simulate_crossed_rates(X, y, 3, 0.0, 1.0, samples=1, generator=g)
 
 
-def test_prediction_matches_numeric_crossings_when_its_assumptions_hold():
+def test_prediction_matches_numeric_crossings_when_its_assumptions_hold(one_thread):
     # Margins built so that the scaled margins u = m / max_k |x_ik| are iid U(-A, A): density
     # 1 / (2A) at 0, independent of the row. Then the mean share of crossed coordinates that
     # numeric.svm_finite_differences counts must match the simulation's, within sampling error.
