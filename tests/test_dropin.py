@@ -21,6 +21,7 @@ from torch.autograd.functional import hessian
 from torch.autograd.gradcheck import GradcheckError
 
 import torch_svm.losses as losses
+import torch_svm.multimargin as multimargin
 from conftest import random_problem
 from torch_svm import MultiMarginLoss, multi_margin_loss, svm_loss, svm_loss_autograd
 
@@ -165,7 +166,7 @@ def test_opinfo_inputs_match_pytorch_on_cuda(internals):
 def _scaled_backward(dx_scale=1.0, dw_scale=1.0):
     """The multi-margin Function with its backward's dL/dinput and dL/dweight scaled: the
     negative twins' corrupted gradient (the forward untouched)."""
-    real = losses._MultiMarginLossFunction
+    real = multimargin._MultiMarginLossFunction
 
     class Scaled(real):
         @staticmethod
@@ -180,7 +181,7 @@ def _scaled_backward(dx_scale=1.0, dw_scale=1.0):
 def test_opinfo_check_catches_a_corrupted_gradient(internals, scales, monkeypatch):
     """Negative twin: the check above fails when dL/dinput or dL/dweight is off by 1e-6."""
     op, _, _ = internals
-    monkeypatch.setattr(losses, "_MultiMarginLossFunction", _scaled_backward(*scales))
+    monkeypatch.setattr(multimargin, "_MultiMarginLossFunction", _scaled_backward(*scales))
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     samples = [s for s in op.sample_inputs_func(op, "cpu", torch.float64, requires_grad=False)
@@ -404,9 +405,9 @@ def test_create_graph_gradient_penalty_matches_plain_ops(p):
 def test_first_order_backward_builds_no_graph(monkeypatch):
     """The fast path: ``loss.backward()`` uses the saved B; create_graph recomputes it (p = 2)."""
     calls = []
-    for name in ("_svm_forward", "_mml_terms"):
-        real = getattr(losses, name)
-        monkeypatch.setattr(losses, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    for module, name in ((losses, "_svm_forward"), (multimargin, "_mml_terms")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     W, X, y = random_problem(n=10, d=4, c=3)
     W.requires_grad_(True)
     svm_loss(W, X, y, 0.1).backward()

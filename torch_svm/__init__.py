@@ -5,14 +5,13 @@ The loss with a hand-written gradient (:mod:`torch_svm.losses`), a linear model,
 command line. The checks of that gradient live in the separate ``verification`` package.
 """
 from torch_svm.losses import (
-    MultiMarginLoss,
-    multi_margin_loss,
     svm_loss,
     svm_loss_and_grad,
     svm_loss_autograd,
     svm_loss_multimargin,
     svm_margins,
 )
+from torch_svm.multimargin import MultiMarginLoss, multi_margin_loss
 
 __version__ = "0.1.0"
 
