@@ -40,17 +40,16 @@ the report says so.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from torch_svm.losses import svm_loss_and_grad, validate_svm_inputs
-from torch_svm.utils import check_choice, check_int, check_real
+from torch_svm.utils import auto_threads, check_choice, check_int, check_real, using_threads
 from torch_svm.utils import progress as progress_bar
 from verification.devdata import VerifyData, load_verify_data
 from verification.diagnose import diagnose
@@ -171,24 +170,6 @@ def _user_data(X: Any, y: Any, W: Any) -> Tuple[VerifyData, Optional[torch.Tenso
     return VerifyData(X, y, probe.shape[1], f"your data ({X.shape[0]} examples)"), start
 
 
-#: Up to this N * D * C the judge's GEMMs are small enough for one thread to be fastest.
-_ONE_THREAD_SIZE = 10**8
-
-
-@contextlib.contextmanager
-def _small_problem_threads(size: int) -> Iterator[None]:
-    """One torch thread while judging a problem of ``size = N D C`` up to :data:`_ONE_THREAD_SIZE`
-    (CIFAR-10's dev set is 1.5e7): with other work on a 2-core machine, two threads made these
-    small GEMMs an order of magnitude slower. Larger problems keep torch's setting."""
-    before = torch.get_num_threads()
-    if size <= _ONE_THREAD_SIZE:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _finite_at(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, ref_reg: float, delta: float) -> bool:
     """Whether the reference loss and gradient are finite at ``W`` (else no verdict is possible)."""
     loss, grad = svm_loss_and_grad(W, X, y, ref_reg, delta=delta)
@@ -245,7 +226,7 @@ def verify(fn: Union[Callable, str], X: Any = None, y: Any = None, W: Any = None
     elif W is not None:
         raise ValueError("W needs your X and y too: verify(f, X=X_dev, y=y_dev, W=W)")
     data = data or load_verify_data("digits", seed=config.seed)
-    with _small_problem_threads(data.X.shape[0] * data.X.shape[1] * data.num_classes):
+    with using_threads(auto_threads(data.X.shape[0] * data.X.shape[1] * data.num_classes)):
         if points is None and (start is not None or data.cache_key is None):
             points = default_points(data.X.to(_INPUT_DTYPES[config.dtype]), data.y,
                                     data.num_classes, config.delta, config.seed, start=start)

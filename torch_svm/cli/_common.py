@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional
 
-import torch
 
 from torch_svm.data import DATASETS, SPLIT_DEFAULTS, DataConfig, Dataset, load_dataset
 from torch_svm.errors import UsageError
@@ -191,24 +190,12 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
-    """--threads, which :func:`torch_svm.cli.main` adds to every command that does not define
-    its own (kinks does, with its own default)."""
-    try:
-        p.add_argument("--threads", type=int_flag(0, 1024), default=0,
-                       help="CPU threads for torch; 0 chooses from the work size: one for small "
-                            "GEMMs such as a training step's or verify's, every core for a pass "
-                            "over all of CIFAR-10 (on a busy machine, small GEMMs split over two "
-                            "threads run several times slower than on one)")
-    except argparse.ArgumentError:                              # the command's own --threads
-        pass
-
-
-def set_threads(args) -> None:
-    """``torch.set_num_threads(args.threads)`` unless it is 0 (for a command that sets its
-    threads itself; :func:`torch_svm.cli.main` already runs every command on
-    :func:`command_threads`)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """--threads, which :func:`torch_svm.cli.main` adds to every command."""
+    p.add_argument("--threads", type=int_flag(0, 1024), default=0,
+                   help="CPU threads for torch; 0 chooses from the work size: one for small "
+                        "GEMMs such as a training step's, verify's or the kink study's, every "
+                        "core for a pass over all of CIFAR-10 (on a busy machine, small GEMMs "
+                        "split over two threads run several times slower than on one)")
 
 
 def command_threads(args) -> int:

@@ -6,7 +6,11 @@ import dataclasses
 from typing import Any, Dict
 
 from torch_svm.cli._common import (add_device_arg, add_json_arg, add_seed_arg, check_out,
-                                   int_flag, new_parser, print_json, set_threads)
+                                   new_parser, print_json)
+from torch_svm.utils import atomic_directory
+
+#: What the study writes into --out (a folder holding anything else is not replaced).
+REPORT_FILES = ("report.md", "results.json", "*.png")
 
 
 def _sizes(changes: Dict[str, Any]) -> str:
@@ -43,10 +47,6 @@ def add_parser(subparsers) -> None:
                            f"{_sizes({**full, **DRY_RUN})}")
     add_seed_arg(p)
     add_device_arg(p, "auto")
-    p.add_argument("--threads", type=int_flag(0, 1024), default=1,
-                   help="CPU threads for torch; 0 keeps torch's default (all cores). The study's "
-                        "tensors are small: more threads gain little, and on a busy machine "
-                        "their waiting on each other can take several times as long")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -76,22 +76,17 @@ def _print_summary(results, out: str) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from verification.study import StudyConfig, run_study
     from verification.study_report import write_report
 
     data = dict(dataset="cifar10", data_dir=args.data_dir) if args.data_dir else {}
     make = StudyConfig.dry_run if args.dry_run else StudyConfig.quick if args.quick else StudyConfig
     config = make(seed=args.seed, device=args.device, **data)
-    check_out(args.out)
-    threads = torch.get_num_threads()
-    set_threads(args)
-    try:                    # restored, so that main() called in-process leaves torch as it was
-        results = run_study(config, progress_bar=not args.json)
-    finally:
-        torch.set_num_threads(threads)
-    paths = write_report(results, args.out)
+    out = check_out(args.out, produces=REPORT_FILES)
+    results = run_study(config, progress_bar=not args.json)
+    with atomic_directory(out) as folder:          # readers see the old report or this one, whole
+        written = write_report(results, folder)
+    paths = [out / p.name for p in written]
     if args.json:
         print_json({**results.summary(), "files": [str(p) for p in paths]})
     else:
