@@ -6,18 +6,19 @@ coordinate *straddles a kink* when ``|d+ - d-|`` exceeds what the tolerance, smo
 rounding allow (see :func:`kinkcheck`); there the analytic value must lie between ``d-`` and
 ``d+`` (the proposal of Caffe issue #1334), elsewhere it must match the central difference.
 
-Public API: :func:`kinkcheck`, :class:`KinkcheckReport`, :class:`KinkcheckError`.
+Public API: :func:`kinkcheck`, :func:`kinkcheck_values` (its rule on values already
+computed), :class:`KinkcheckReport`, :class:`KinkcheckError`.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Tuple
 
 import torch
 
-__all__ = ["kinkcheck", "KinkcheckReport", "KinkcheckError"]
+__all__ = ["kinkcheck", "kinkcheck_values", "KinkcheckReport", "KinkcheckError"]
 
 #: Bytes one stack of points handed to ``f`` may take.
 _STACK_BYTES = 64 * 2**20
@@ -46,6 +47,7 @@ class KinkcheckReport:
     straddles: torch.Tensor   # bool, the one-sided slopes disagree: the step straddles a kink
     agrees: torch.Tensor      # bool, the analytic value is accepted at this coordinate
     tolerance: torch.Tensor   # the allowance used at each coordinate
+    close: torch.Tensor       # bool, the analytic value matches the central difference
 
     @property
     def passed(self) -> bool:
@@ -144,23 +146,44 @@ def kinkcheck(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, analyt
             points[torch.arange(len(idx), device=x.device), coord] += step
             values.append(_evaluate_stack(f, points.reshape(-1, *x.shape), batched))
         fx = torch.cat(values).to(x.dtype)
-        f0, fp, fm = fx[0], fx[1:n + 1], fx[n + 1:]
-        forward = (fp - f0) / h_plus
-        backward = (f0 - fm) / h_minus
-        central = (fp - fm) / (h_plus + h_minus)
-        a = analytic.detach().reshape(-1).to(x.dtype)
-        fmax = torch.maximum(torch.maximum(fp.abs(), fm.abs()), f0.abs())
-        rho = fp_factor * torch.finfo(x.dtype).eps * fmax / torch.minimum(h_plus, h_minus)
-        tol = atol + rtol * torch.maximum(forward.abs(), backward.abs()) + rho
-        straddles = (forward - backward).abs() > tol + rho
-        inside = (a >= torch.minimum(forward, backward) - tol) & (a <= torch.maximum(forward, backward) + tol)
-        close = (a - central).abs() <= atol + rtol * central.abs() + rho
-        agrees = torch.where(straddles, inside, close)
-    report = KinkcheckReport(*(t.reshape(x.shape) for t in (central, forward, backward, a, straddles,
-                                                            agrees, tol)))
+        report = kinkcheck_values(fx[0], fx[1:n + 1], fx[n + 1:], h_plus, h_minus,
+                                  analytic.detach().reshape(-1).to(x.dtype), atol=atol, rtol=rtol,
+                                  fp_factor=fp_factor, eps=torch.finfo(x.dtype).eps)
+    report = KinkcheckReport(*(getattr(report, f.name).reshape(x.shape) for f in fields(report)))
     if raise_exception and not report.passed:
         raise _kinkcheck_error(report)
     return report
+
+
+def kinkcheck_values(f0: torch.Tensor, f_plus: torch.Tensor, f_minus: torch.Tensor,
+                     h_plus: torch.Tensor, h_minus: torch.Tensor, analytic: torch.Tensor, *,
+                     atol: float, rtol: float, fp_factor: float, eps: float) -> KinkcheckReport:
+    """:func:`kinkcheck`'s rule on values already computed, for callers that evaluate ``f``
+    themselves (:func:`verification.sparse.grad_check_sparse`).
+
+    Args:
+        f0, f_plus, f_minus: ``f(x)``, ``f(x + h+ e_i)``, ``f(x - h- e_i)``, float tensors
+            (``f0`` may be one value shared by every coordinate).
+        h_plus, h_minus: the steps as taken in ``x``'s dtype, shaped like ``f_plus``.
+        analytic: the gradient under test at those coordinates.
+        atol, rtol, fp_factor: as :func:`kinkcheck`. eps: the machine epsilon of the rounding
+            of ``f`` (the coarsest of ``x``'s dtype and the dtype ``f`` computes in).
+
+    Returns:
+        :class:`KinkcheckReport` shaped like ``f_plus``.
+    """
+    forward = (f_plus - f0) / h_plus
+    backward = (f0 - f_minus) / h_minus
+    central = (f_plus - f_minus) / (h_plus + h_minus)
+    fmax = torch.maximum(torch.maximum(f_plus.abs(), f_minus.abs()), f0.abs())
+    rho = fp_factor * eps * fmax / torch.minimum(h_plus, h_minus)
+    tol = atol + rtol * torch.maximum(forward.abs(), backward.abs()) + rho
+    straddles = (forward - backward).abs() > tol + rho
+    inside = ((analytic >= torch.minimum(forward, backward) - tol)
+              & (analytic <= torch.maximum(forward, backward) + tol))
+    close = (analytic - central).abs() <= atol + rtol * central.abs() + rho
+    return KinkcheckReport(central, forward, backward, analytic, straddles,
+                           torch.where(straddles, inside, close), tol, close)
 
 
 def _kinkcheck_error(report: KinkcheckReport) -> KinkcheckError:
