@@ -66,7 +66,7 @@ from torch_svm.utils import (auto_threads, check_choice, check_int, check_real, 
 from torch_svm.utils import progress as progress_bar
 
 __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "batch_indices",
-           "save_run", "default_hypers", "DEFAULT_HYPERS", "USER_LR_GAIN", "USER_DECAY",
+           "save_run", "default_hypers", "default_init_scale", "DEFAULT_HYPERS", "USER_LR_GAIN", "USER_DECAY",
            "SCHEDULES", "SAMPLINGS", "Callback", "MAX_ITERS"]
 
 #: Default (lr, reg) per data set, used where TrainConfig leaves them None.
@@ -90,7 +90,8 @@ MAX_ITERS = 10**8
 
 @dataclass
 class TrainConfig:
-    """One training run. ``lr`` / ``reg`` None take the data's defaults (:func:`default_hypers`)."""
+    """One training run. ``lr`` / ``reg`` / ``init_scale`` None take the data's defaults
+    (:func:`default_hypers`, :func:`default_init_scale`)."""
 
     lr: Optional[float] = None      # SGD learning rate; None: the data set's default
     reg: Optional[float] = None     # L2 strength lambda in the loss (= weight_decay / 2); None: default
@@ -105,7 +106,7 @@ class TrainConfig:
     p: int = 1                      # 1: hinge, 2: squared hinge
     kink: float = 0.0               # derivative used at a margin of exactly 0 (grad="hand" only)
     grad: str = "hand"              # hand (hand-written backward) | autograd | mml (PyTorch's kernel)
-    init_scale: float = 0.001       # W starts as init_scale * randn (the assignment's 0.001)
+    init_scale: Optional[float] = None  # W starts as init_scale * randn; None: the data's default
     seed: int = 0                   # seeds W's init and the minibatch draws
     device: str = "auto"            # cpu | cuda | cuda:N | auto
     threads: int = 0                # CPU threads for the loop; 0: auto_threads of one step's GEMM
@@ -119,7 +120,8 @@ class TrainConfig:
         validate_hyperparameters(reg=self.reg or 0.0, delta=self.delta, p=self.p, kink=self.kink)
         check_real("momentum", self.momentum, min=0, max=1, max_open=True)
         check_real("lr_gamma", self.lr_gamma, min=0, max=1, min_open=True)
-        check_real("init_scale", self.init_scale, min=0)
+        if self.init_scale is not None:
+            check_real("init_scale", self.init_scale, min=0)
         for name in ("iters", "batch_size", "lr_step", "log_every"):
             check_int(name, getattr(self, name), min=1, max=MAX_ITERS)
         check_int("seed", self.seed, min=0, max=2**63 - 1)
@@ -182,27 +184,46 @@ def default_hypers(data: Union[Dataset, ArrayDataset]) -> Tuple[float, float]:
     at each step. Both hand-chosen recipes sit near that step: lr
     :math:`\cdot P` is about 1 for digits (lr 1e-3) and for CIFAR-10 (lr 1e-7).
     """
-    if isinstance(data, Dataset) and data.name in DATASETS:
+    if _builtin(data):
         return DEFAULT_HYPERS[data.name]
-    if isinstance(data, ArrayDataset):
-        power = data.mean_square_norm
-    else:
-        X = data.X_train                                         # (N, D)
-        power = sum(float(torch.linalg.vector_norm(X[i:i + 4096], dtype=torch.float64)) ** 2
-                    for i in range(0, len(X), 4096)) / max(1, len(X))
-    lr = float(f"{USER_LR_GAIN / power:.2g}")
+    lr = float(f"{USER_LR_GAIN / _mean_square_norm(data):.2g}")
     return lr, float(f"{USER_DECAY / (2 * lr):.2g}")
 
 
+def default_init_scale(data: Union[Dataset, ArrayDataset]) -> float:
+    r"""The default ``init_scale`` for ``data``: the assignment's 0.001 for digits and
+    CIFAR-10, and for other data 0.001 divided by the root mean square input entry
+    :math:`\sqrt{P / D}` (two significant digits), so that the first scores are as small as
+    0.001 makes them on unit-variance features, whatever the units of yours."""
+    if _builtin(data):
+        return 0.001
+    return float(f"{0.001 / math.sqrt(_mean_square_norm(data) / data.num_features):.2g}")
+
+
+def _builtin(data: Union[Dataset, ArrayDataset]) -> bool:
+    return isinstance(data, Dataset) and data.name in DATASETS
+
+
+def _mean_square_norm(data: Union[Dataset, ArrayDataset]) -> float:
+    """:math:`P = \\mathbb{E}\\,\\|\\tilde x\\|^2` over the train inputs (float64)."""
+    if isinstance(data, ArrayDataset):
+        return data.mean_square_norm
+    X = data.X_train                                             # (N, D)
+    return sum(float(torch.linalg.vector_norm(X[i:i + 4096], dtype=torch.float64)) ** 2
+               for i in range(0, len(X), 4096)) / max(1, len(X))
+
+
 def _resolve(config: TrainConfig, data: Union[Dataset, ArrayDataset]) -> TrainConfig:
-    """Fill lr / reg left None with :func:`default_hypers` of the data."""
+    """Fill lr / reg / init_scale left None with the data's defaults."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if config.lr is not None and config.reg is not None:
-        return config
-    lr, reg = default_hypers(data)
-    return dataclasses.replace(config, lr=lr if config.lr is None else config.lr,
-                               reg=reg if config.reg is None else config.reg)
+    if config.lr is None or config.reg is None:
+        lr, reg = default_hypers(data)
+        config = dataclasses.replace(config, lr=lr if config.lr is None else config.lr,
+                                     reg=reg if config.reg is None else config.reg)
+    if config.init_scale is None:
+        config = dataclasses.replace(config, init_scale=default_init_scale(data))
+    return config
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
