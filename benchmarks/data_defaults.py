@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     names = result["sets"]
     print(f"val accuracy after {result['iters']} steps (mean of {result['seeds']} seeds); "
           f"lr = gain / E||x||^2, reg = decay / (2 lr)")
-    print(f"| standardize | gain | decay | " + " | ".join(names) + " | mean | worst shortfall |")
+    print("| standardize | gain | decay | " + " | ".join(names) + " | mean | worst shortfall |")
     print("|---" * (len(names) + 5) + "|")
     for r in sorted(result["table"], key=lambda r: -r["mean"]):
         print(f"| {'yes' if r['standardize'] else 'no'} | {r['gain']:g} | {r['decay']:g} | "

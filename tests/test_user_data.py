@@ -122,11 +122,13 @@ def test_cli_train_data_path_out_and_evaluate_reproduces(tmp_path, digits_file, 
     assert code == 0
     report = json.loads(stdout)
     assert report["data"] == str(digits_file) and report["world_size"] == 1
-    assert (report["lr"], report["reg"]) == default_hypers(load_arrays(digits_file))
+    standardized = load_arrays(digits_file, ArrayConfig(num_train=1200, standardize=True))
+    assert (report["lr"], report["reg"]) == default_hypers(standardized)   # the CLI standardizes
     assert report["test_accuracy"] > 0.9
     assert sorted(p.name for p in out.iterdir()) == ["loss.png", "metrics.json", "model.pt"]
     _, meta = load_checkpoint(out / "model.pt")
-    assert meta["dataset"] == str(digits_file.resolve()) and meta["feature_scale"] is None
+    assert meta["dataset"] == str(digits_file.resolve())
+    torch.testing.assert_close(meta["feature_scale"], standardized.scale, rtol=0, atol=0)
     assert meta["data_config"]["num_train"] == 1200 and meta["class_names"][0] == "digit 0"
     for split in ("train", "val", "test"):                  # the saved config cuts the same splits
         code, stdout, _ = run_cli(capsys, "evaluate", str(out / "model.pt"), "--split", split,
@@ -140,23 +142,28 @@ def test_cli_train_data_path_out_and_evaluate_reproduces(tmp_path, digits_file, 
 
 
 def test_cli_standardize_is_recorded_and_reapplied(tmp_path, digits_file, capsys):
+    """The scale a run standardized with is the one evaluate applies (and --no-standardize
+    records none): on unscaled inputs the same W predicts other labels (the twin)."""
     out = tmp_path / "run"
     code, stdout, _ = run_cli(capsys, "train", "--data", str(digits_file), "--iters", "200",
-                              "--device", "cpu", "--standardize", "--out", str(out), "--json")
+                              "--device", "cpu", "--out", str(out), "--json")
     assert code == 0
     report = json.loads(stdout)
     standardized = load_arrays(digits_file, ArrayConfig(standardize=True))
-    assert (report["lr"], report["reg"]) == default_hypers(standardized)
-    _, meta = load_checkpoint(out / "model.pt")
+    model, meta = load_checkpoint(out / "model.pt")
     torch.testing.assert_close(meta["feature_scale"], standardized.scale, rtol=0, atol=0)
-    code, stdout, _ = run_cli(capsys, "evaluate", str(out / "model.pt"), "--json")
-    assert code == 0 and json.loads(stdout)["accuracy"] == report["test_accuracy"]
-    # the twin: on unscaled inputs the same W predicts other labels
-    model, _ = load_checkpoint(out / "model.pt")
+    assert accuracy(model, standardized, "test") == report["test_accuracy"]
     raw = torch.cat([model.predict(X) for X, _ in load_arrays(digits_file).features("test")])
     scaled = torch.cat([model.predict(X) for X, _ in standardized.features("test")])
     assert (raw != scaled).sum() >= 3
-    assert accuracy(model, standardized, "test") == report["test_accuracy"]
+    code, stdout, _ = run_cli(capsys, "train", "--data", str(digits_file), "--iters", "200",
+                              "--device", "cpu", "--no-standardize", "--out", str(out), "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    assert (report["lr"], report["reg"]) == default_hypers(load_arrays(digits_file))
+    assert load_checkpoint(out / "model.pt")[1]["feature_scale"] is None
+    code, stdout, _ = run_cli(capsys, "evaluate", str(out / "model.pt"), "--json")
+    assert code == 0 and json.loads(stdout)["accuracy"] == report["test_accuracy"]
 
 
 def test_cli_tune_data_path(tmp_path, digits_file, capsys):
@@ -164,7 +171,7 @@ def test_cli_tune_data_path(tmp_path, digits_file, capsys):
                               "--device", "cpu", "--reg", "0.01,1", "--json")
     assert code == 0
     report = json.loads(stdout)
-    lr = default_hypers(load_arrays(digits_file))[0]
+    lr = default_hypers(load_arrays(digits_file, ArrayConfig(standardize=True)))[0]
     assert sorted({r["lr"] for r in report["table"]}) == pytest.approx(
         [float(f"{lr * f:.2g}") for f in (1 / 3, 1, 3)])
     assert len(report["table"]) == 6 and report["test_accuracy"] > 0.85
@@ -180,6 +187,7 @@ def _bad_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("argv, message", [
     (["--data", "no/such.npz"], "--data 'no/such.npz' is neither digits, cifar10 nor an existing"),
     (["--data", "digits", "--standardize"], "--standardize only applies to --data PATH"),
+    (["--data", "cifar10", "--no-standardize"], "--no-standardize only applies to --data PATH"),
     (["--data", "{file}", "--data-dir", "x"], "--data-dir and --download only apply to --data cifar10"),
     (["--data", "{nan}"], r"nan.npz:X: row 7 holds NaN or inf"),
     (["--data", "{file}", "--num-train", "5000"], "num_train .* must be <= its 1797 rows"),

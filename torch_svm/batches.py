@@ -12,10 +12,10 @@ seam between them. :func:`batch_source` returns
   device; no copy of X is ever made.
 
 Both answer ``batch(idx) -> (X_b: (B, D), y_b: (B,))`` for indices from
-:func:`batch_indices`. :func:`accuracy` counts correct
-predictions over a split (or, in a process group, over this process's share of it, the
-counts then summed over processes): in one piece for tensors, streamed in chunks
-(:meth:`~torch_svm.arrays.ArrayDataset.features`) for a file.
+:func:`batch_indices`, and ``check(W)``, the once-per-run check of the data against W.
+:func:`accuracy` counts correct predictions over a split (or, in a process group, over this
+process's share of it, the counts then summed over processes): in one piece for tensors,
+streamed in chunks (:meth:`~torch_svm.arrays.ArrayDataset.features`) for a file.
 """
 from __future__ import annotations
 
@@ -124,8 +124,9 @@ def batch_indices(n: int, batch_size: int, iters: int, *, sampling: str = "repla
 
 @torch.no_grad()
 def accuracy(model, data: Union[Dataset, ArrayDataset], split: str) -> float:
-    """The fraction of ``split``'s rows that ``model`` (a LinearSVM) predicts right, computed
-    on W's device; NaN for an empty split.
+    """The fraction of ``split``'s rows that ``model`` (a :class:`~torch_svm.model.LinearSVM`,
+    untyped here: model.py imports this module) predicts right, computed on W's device; NaN
+    for an empty split.
 
     In a process group (:mod:`torch_svm.distributed`) each process counts its share of the
     rows and the counts are summed, so every process returns the whole split's accuracy.

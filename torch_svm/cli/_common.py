@@ -132,9 +132,10 @@ def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "dig
                         "with seed 0) and class_names; memory-mapped, never loaded whole"
                    + ("" if default_data else " (default: the checkpoint's)"))
     if default_data:        # evaluate preprocesses as the checkpoint says
-        p.add_argument("--standardize", action="store_true",
+        p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
                        help="PATH data only: scale each feature by its train standard deviation "
-                            "(after subtracting the train mean)")
+                            "after subtracting the train mean (default: on for PATH; "
+                            "--no-standardize keeps your units, only centred)")
     p.add_argument("--data-dir", default=None,
                    help="cifar10 only: the cifar-10-batches-py folder, its parent or the "
                         "cifar-10-python.tar.gz archive")
@@ -254,7 +255,7 @@ def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any
     name = name or args.data
     check_data_flags(args, name)
     if name not in DATASETS:
-        return load_arrays(name, ArrayConfig(**fields, standardize=args.standardize))
+        return load_arrays(name, ArrayConfig(**fields, standardize=args.standardize is not False))
     return load_dataset(name, args.data_dir, DataConfig(**fields), download=args.download)
 
 
@@ -265,8 +266,9 @@ def check_data_flags(args, name: Optional[str]) -> None:
         raise UsageError(f"--data-dir and --download only apply to --data cifar10, got "
                          f"--data-dir {clip(repr(args.data_dir), 100)}"
                          + (" --download" if args.download else "") + f" with --data {name}")
-    if name in DATASETS and getattr(args, "standardize", False):
-        raise UsageError(f"--standardize only applies to --data PATH (your own features); "
+    if name in DATASETS and getattr(args, "standardize", None) is not None:
+        flag = "--standardize" if args.standardize else "--no-standardize"
+        raise UsageError(f"{flag} only applies to --data PATH (your own features); "
                          f"{name} keeps the assignment's unscaled pixels")
     if name is not None and name not in DATASETS and not Path(name).exists():
         raise UsageError(f"--data {clip(name, 200)!r} is neither digits, cifar10 nor an "

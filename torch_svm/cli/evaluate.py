@@ -5,6 +5,7 @@ import time
 
 from torch_svm.cli._common import (add_data_args, add_device_arg, add_json_arg, check_data_flags,
                                    new_parser, print_json)
+from torch_svm.distributed import process_group
 from torch_svm.model import SPLITS, evaluate_checkpoint
 
 
@@ -27,10 +28,13 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     start = time.perf_counter()
     check_data_flags(args, args.data)
-    result = evaluate_checkpoint(
-        args.checkpoint, split=args.split, dataset=args.data, data_dir=args.data_dir,
-        sizes={"num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test},
-        device=args.device, download=args.download)
+    with process_group(args.device) as world:   # torchrun: a data file's split shared out
+        result = evaluate_checkpoint(
+            args.checkpoint, split=args.split, dataset=args.data, data_dir=args.data_dir,
+            sizes={"num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test},
+            device=args.device, download=args.download)
+    if not world.main:
+        return 0
     out = {"checkpoint": args.checkpoint, "data": result.dataset, "split": result.split,
            "n": result.n, "accuracy": result.accuracy, f"{result.split}_accuracy": result.accuracy,
            "seconds": time.perf_counter() - start}
