@@ -2,8 +2,8 @@
 # The GPU checks, as one prepared script for a machine with a CUDA device (the project's
 # lent accelerator, or yours): the test suite (its CUDA tests run instead of skipping), the
 # loss and training benchmarks on the GPU (float32 and TF32, eager and compiled), the CIFAR-10
-# recipe and tuned run on the GPU, and the kink study on the GPU (its exact-tie counts in
-# float32 with TF32 matmuls on and off).
+# recipe and tuned run on the GPU, the kink study on the GPU (its exact-tie counts in
+# float32 with TF32 matmuls on and off), and training from a memory-mapped file (bench_scale).
 #   bash benchmarks/gpu.sh [OUT_DIR]        # writes OUT_DIR/{tests,bench_*,train_*,kinks_*}.*
 # Needs a CUDA build of torch; builds CIFAR-10 from ../shared/cifar10 when it is there.
 set -uo pipefail
@@ -35,4 +35,8 @@ for tf32 in "" "--tf32"; do
   python benchmarks/bench_train.py --device cuda --compile --methods torch --no-busy ${cifar:-} $tf32 \
     2>&1 | tee "$out/bench_train_cuda${tf32:+_tf32}.md"
 done
+# your own data at linear-probe shape (N x 512 float32, 1,000 classes) trained from a memory
+# map: minibatches gathered on the CPU, SGD and the full evaluation on the GPU; then N = 2e6 (4.1 GB)
+python benchmarks/bench_scale.py --device cuda 2>&1 | tee "$out/bench_scale_cuda.md"
+python benchmarks/bench_scale.py --device cuda --big --dir /tmp 2>&1 | tee "$out/bench_scale_cuda_big.md"
 torch-svm check --device cuda --dtype float32 | tail -3 | tee "$out/check_cuda.txt"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,53 @@ def test_features_streams_the_split_in_chunks(tmp_path):
         assert torch.equal(torch.cat([c[1] for c in chunks]), getattr(data, f"y_{split}"))
     with pytest.raises(ValueError, match="chunk_rows must be an integer >= 1, got 0"):
         next(ds.features("train", chunk_rows=0))
+
+
+def test_features_of_a_range_are_those_rows(tmp_path):
+    """features(start=, stop=) streams positions [start, stop): a rank's share of a split."""
+    X, y = _arrays()
+    ds = load_arrays(_save(tmp_path, "npz", X=X, y=y))
+    data = ds.to_dataset()
+    for split, (lo, hi) in (("train", (50, 131)), ("val", (0, 24)), ("test", (24, 24))):
+        chunks = list(ds.features(split, start=lo, stop=hi, chunk_rows=16))
+        got = torch.cat([c[0] for c in chunks]) if chunks else torch.empty(0, D + 1)
+        assert torch.equal(got, getattr(data, f"X_{split}")[lo:hi])
+        assert sum(len(c[1]) for c in chunks) == hi - lo
+    with pytest.raises(ValueError, match=r"stop must be an integer >= 0 and <= 24, got 25"):
+        next(ds.features("val", stop=25))
+    with pytest.raises(ValueError, match=r"start must be an integer >= 0 and <= 3, got 4"):
+        next(ds.features("val", start=4, stop=3))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_standardize_and_moments_match_numpy(tmp_path, dtype):
+    """standardize: rows [(x - mu) / sigma, 1] against numpy's float64 mean and std (ddof 0) of
+    the train rows (X has an offset of 100), a constant column kept at scale 1;
+    mean_square_norm is the mean squared norm of
+    the train inputs as batches make them, in each preprocessing."""
+    X, y = _arrays()
+    X[:, 2] = 7.0                                            # a constant column
+    path = _save(tmp_path, "npz", X=X, y=y)
+    ds = load_arrays(path, ArrayConfig(standardize=True, dtype=dtype, chunk_bytes=8 * D * 50))
+    rows = ds._splits["train"].rows
+    train = X[rows].astype(np.float64)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    scale = np.where(np.arange(D) == 2, 1.0, std)
+    np.testing.assert_allclose(ds.scale.numpy(), scale, rtol=1e-12)
+    assert ds.scale[2] == 1.0 and std[2] == 0
+    tol = {"float32": 1e-6, "float64": 1e-13}[dtype]
+    for split in ("train", "test"):
+        r = ds._splits[split].rows
+        ref = (X[r].astype(np.float64) - mean) / scale
+        got = torch.cat([c[0] for c in ds.features(split)]).numpy()
+        np.testing.assert_allclose(got[:, :D], ref, rtol=tol, atol=tol)
+        assert (got[:, D] == 1).all()
+    for config in (ArrayConfig(standardize=True), ArrayConfig(), ArrayConfig(center=False),
+                   ArrayConfig(center=False, standardize=True, bias=False)):
+        ds = load_arrays(path, replace(config, dtype="float64", chunk_bytes=8 * D * 50))
+        inputs = torch.cat([c[0] for c in ds.features("train")]).numpy()
+        expected = np.square(inputs).sum(axis=1).mean()
+        assert ds.mean_square_norm == pytest.approx(expected, rel=1e-12), config
 
 
 def test_file_splits_counts_and_options(tmp_path):

@@ -213,13 +213,13 @@ def test_train_config_checks_threads_and_compile():
 
 def test_tune_picks_best_val_reports_diverged_and_tests_once(digits, monkeypatch):
     seen = []
-    accuracy = LinearSVM.accuracy
+    accuracy, predict = LinearSVM.accuracy, LinearSVM.predict
 
-    def counting(self, X, y):
+    def counting(self, X):                                    # every accuracy predicts once
         seen.append(X.shape[0])
-        return accuracy(self, X, y)
+        return predict(self, X)
 
-    monkeypatch.setattr(LinearSVM, "accuracy", counting)
+    monkeypatch.setattr(LinearSVM, "predict", counting)
     result = tune(digits, TuneConfig(lrs=[1e-5, 1e-3, 1e6], regs=[0.1, 1e3], iters=[200],
                                      base=TrainConfig(device="cpu")))
     assert len(result.table) == 6

@@ -102,6 +102,12 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def num_examples(self, split: str) -> int:
+        """Rows in ``split`` ("train", "val", "test" or "dev")."""
+        if split not in ("train", "val", "test", "dev"):
+            raise ValueError(f"split must be one of ('train', 'val', 'test', 'dev'), got {split!r:.100}")
+        return len(getattr(self, f"y_{split}"))
+
     def to(self, device: Union[str, torch.device, None] = None,
            dtype: Optional[torch.dtype] = None) -> "Dataset":
         """The data set with every split moved to ``device`` and the X splits (and the mean

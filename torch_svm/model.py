@@ -39,7 +39,9 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from torch_svm.data import DataConfig, Dataset, load_dataset
+from torch_svm.arrays import ArrayConfig, ArrayDataset, load_arrays
+from torch_svm.batches import accuracy
+from torch_svm.data import DATASETS, DataConfig, Dataset, load_dataset
 from torch_svm.errors import CheckpointError, TorchSVMError
 from torch_svm.losses import svm_loss, svm_loss_autograd, svm_loss_multimargin
 from torch_svm.utils import atomic_write_bytes, clip, open_regular, resolve_device
@@ -124,18 +126,23 @@ class LinearSVM(nn.Module):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_metadata(data: Dataset, train_config: Optional[Dict[str, Any]] = None
-                        ) -> Dict[str, Any]:
+def checkpoint_metadata(data: Union[Dataset, ArrayDataset],
+                        train_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """What a run records about its data so that :func:`evaluate_checkpoint` can rebuild the
-    inputs: plain values and one tensor (the train mean image), all weights_only-loadable."""
+    inputs: plain values and tensors (the train mean image and, for an ArrayDataset, its
+    ``feature_scale``, None unless standardized), all weights_only-loadable. A data file is
+    recorded by its absolute path, and its :class:`~torch_svm.arrays.ArrayConfig` whole."""
+    arrays = isinstance(data, ArrayDataset)
+    scale = data.scale if arrays and data.scale is not None else None
     return {
-        "dataset": data.name,
+        "dataset": str(Path(data.name).resolve()) if arrays else data.name,
         "data_config": dataclasses.asdict(data.config),
         "train_config": dict(train_config or {}),
         "class_names": list(data.class_names),
         "image_shape": list(data.image_shape),
         "mean_image": data.mean_image.detach().cpu().clone(),
         "bias": bool(data.bias),
+        "feature_scale": None if scale is None else scale.detach().cpu().clone(),
     }
 
 
@@ -266,11 +273,15 @@ def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
     Args:
         path: ``model.pt`` from :func:`save_checkpoint` (with :func:`checkpoint_metadata`).
         split: "train", "val" or "test".
-        dataset: the data set (default: the checkpoint's). data_dir, download: as
+        dataset: "digits", "cifar10" or the path of a data file (:mod:`torch_svm.arrays`);
+            default: the checkpoint's. data_dir, download: as
             :func:`torch_svm.data.load_dataset`.
         sizes: ``num_train`` / ``num_val`` / ``num_test`` overriding the checkpoint's own
             split sizes (which are the default when ``dataset`` is the checkpoint's).
         device: where to compute.
+
+    A data file is read with the checkpoint's ArrayConfig (its splits, when it is the same
+    file) and preprocessed with the checkpoint's own mean and scale; its split is streamed.
     """
     model, metadata = load_checkpoint(path, device=resolve_device(device))
     name = dataset or metadata.get("dataset")
@@ -278,6 +289,10 @@ def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
         raise CheckpointError(f"checkpoint {clip(str(path), 200)!r} does not name its data set; "
                               f"pass dataset (--data)")
     saved = metadata.get("data_config") if isinstance(metadata.get("data_config"), dict) else {}
+    if name not in DATASETS:
+        data = _checkpoint_arrays(model, metadata, name, saved, sizes or {}, path)
+        return Evaluation(dataset=name, split=split, n=data.num_examples(split),
+                          accuracy=accuracy(model, data, split))
     fields = {k: saved[k] for k in ("num_train", "num_val", "num_test", "dtype") if k in saved}
     if name != metadata.get("dataset"):
         fields = {}                 # the saved split sizes belong to another data set
@@ -290,3 +305,49 @@ def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
     data = load_dataset(name, data_dir, config, download=download)
     X, y = checkpoint_inputs(model, metadata, data, split)
     return Evaluation(dataset=name, split=split, n=len(y), accuracy=model.accuracy(X, y))
+
+
+def _checkpoint_arrays(model: LinearSVM, metadata: Dict[str, Any], name: str,
+                       saved: Dict[str, Any], sizes: Dict[str, Optional[int]],
+                       path: Union[str, Path]) -> ArrayDataset:
+    """The data file ``name`` as the checkpoint's model expects it: its saved ArrayConfig (the
+    split sizes and seed only when ``name`` is the checkpoint's own file), ``sizes``
+    overriding, and the checkpoint's mean and scale in place of the file's."""
+    shown = clip(str(path), 200)
+    same = isinstance(metadata.get("dataset"), str) and \
+        Path(name).resolve() == Path(metadata["dataset"]).resolve()
+    known = {f.name for f in dataclasses.fields(ArrayConfig)}
+    drop = set() if same else {"num_train", "num_val", "num_test", "num_dev", "seed"}
+    fields = {k: v for k, v in saved.items() if k in known - drop}
+    fields.update({k: v for k, v in sizes.items() if v is not None})
+    try:
+        config = ArrayConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {shown!r} has a bad data_config: "
+                              f"{clip(str(exc), 200)}") from None
+    data = load_arrays(name, config)
+    names = metadata.get("class_names")
+    if (tuple(names) if isinstance(names, (list, tuple)) else names) != data.class_names \
+            or metadata.get("bias") != data.bias or model.num_features != data.num_features:
+        raise CheckpointError(
+            f"checkpoint {shown!r} has W {tuple(model.W.shape)}, bias={metadata.get('bias')}, "
+            f"classes {clip(str(names), 200)}, but data {clip(name, 200)} gives "
+            f"{data.num_features} features, bias={data.bias}, classes "
+            f"{clip(str(list(data.class_names)), 200)}")
+    D = data.num_features - data.bias
+    preprocessing = {}
+    for key, field in (("mean_image", "mean"), ("feature_scale", "scale")):
+        value = metadata.get(key)
+        if value is None and key == "feature_scale":
+            preprocessing[field] = None
+            continue
+        if not (isinstance(value, Tensor) and value.shape == (D,) and bool(torch.isfinite(value).all())
+                and (key == "mean_image" or bool((value > 0).all()))):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise CheckpointError(f"checkpoint {shown!r}: {key} must be a finite tensor of shape "
+                                  f"({D},){'' if key == 'mean_image' else ' > 0'}, got "
+                                  f"{clip(str(got), 60)}")
+        preprocessing[field] = value.to(torch.float64)
+    if not config.center:
+        preprocessing["mean"] = None
+    return dataclasses.replace(data, **preprocessing)

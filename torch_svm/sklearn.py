@@ -221,7 +221,7 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(2**31 - 1) + self.t_) % 2**31
         config = TrainConfig(lr=self.lr, reg=self.reg, iters=iters, batch_size=self.batch_size,
                              momentum=self.momentum, sampling=sampling, delta=self.delta, p=self.p,
-                             seed=seed, device=str(device))
+                             init_scale=0.001, seed=seed, device=str(device))
         Z = torch.from_numpy((X - self.mean_) / self.scale_).to(dtype)            # (N, D)
         if bias:
             Z = torch.cat([Z, torch.ones(len(Z), 1, dtype=dtype)], dim=1)        # (N, D + 1)

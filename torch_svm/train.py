@@ -10,8 +10,16 @@ it: ``callback`` is called with each minibatch before its step (minGPT's ``on_ba
 pattern), so a study or a benchmark observes the loop instead of copying it.
 :mod:`torch_svm.tune` searches its hyperparameters.
 
-Per step. The data are checked once per run, not at every step; the minibatch is gathered
-into buffers allocated once (``index_select(..., out=)``); the loss and the hand-written
+Data. ``data`` is a :class:`~torch_svm.data.Dataset` (tensors: the minibatch is gathered on
+the device into buffers allocated once, ``index_select(..., out=)``) or an
+:class:`~torch_svm.arrays.ArrayDataset` (a file, possibly larger than memory: each minibatch
+is read from its memory map, and accuracies stream the split in chunks); the one loop sees
+them through :mod:`torch_svm.batches`. In a process group started by torchrun
+(:mod:`torch_svm.distributed`), every process draws the same minibatch indices, computes on
+its share of them, and the loss and gradient are summed over processes, weighted by the
+shares, before the step: data-parallel SGD on the same trajectory as one process.
+
+Per step. The data are checked once per run, not at every step; the loss and the hand-written
 gradient come from one call (what :func:`torch_svm.losses.svm_loss_and_grad` runs after its
 checks: two GEMMs and a dozen small ops); SGD takes its plain single-tensor path on a CPU. The
 step's GEMMs are small (200 x 3073 x 10 for CIFAR-10), so the loop runs on the CPU threads
@@ -27,7 +35,7 @@ Regularization stays in the loss as :math:`\lambda \sum W^2`, whose gradient is
 assignment's loss, the three ``grad`` paths (and the hand-written gradient under test) cover
 the whole objective, and ``momentum`` treats it as the assignment's formula does.
 
-Host-device traffic. The data move to the device once; minibatch indices are drawn there
+Host-device traffic. In-memory data move to the device once; minibatch indices are drawn there
 (``torch.randint`` / ``torch.randperm`` with a device generator); each step's loss is stored in
 a device tensor. The loss history is read back only every ``log_every`` iterations and at the
 end, and that is also where divergence (an inf or NaN loss) is detected: a diverged run is
@@ -41,21 +49,25 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from torch_svm.data import Dataset
+from torch_svm.arrays import ArrayDataset
+from torch_svm.batches import SAMPLINGS, accuracy, batch_indices, batch_source
+from torch_svm.data import DATASETS, Dataset
+from torch_svm.distributed import all_reduce_sum, current_world
 from torch_svm.errors import TorchSVMError
-from torch_svm.losses import _svm_loss_and_grad, validate_hyperparameters, validate_svm_inputs
+from torch_svm.losses import _svm_loss_and_grad, validate_hyperparameters
 from torch_svm.model import GRADS, LinearSVM, checkpoint_metadata, save_checkpoint
 from torch_svm.utils import (auto_threads, check_choice, check_int, check_real, resolve_device,
                              set_seed, using_threads)
 from torch_svm.utils import progress as progress_bar
 
 __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "batch_indices",
-           "save_run", "DEFAULT_HYPERS", "SCHEDULES", "SAMPLINGS", "Callback", "MAX_ITERS"]
+           "save_run", "default_hypers", "default_init_scale", "DEFAULT_HYPERS", "USER_LR_GAIN", "USER_DECAY",
+           "SCHEDULES", "SAMPLINGS", "Callback", "MAX_ITERS"]
 
 #: Default (lr, reg) per data set, used where TrainConfig leaves them None.
 #: cifar10: the assignment's recipe. digits: pixels 0..16 (not 0..255) in 65 columns give
@@ -66,15 +78,23 @@ DEFAULT_HYPERS: Dict[str, Tuple[float, float]] = {
     "cifar10": (1e-7, 2.5e4),
     "digits": (1e-3, 1.0),
 }
+#: Defaults for any other data (your own features): ``lr = USER_LR_GAIN / E||x~||^2`` and
+#: ``reg`` such that the weight decay of one step, ``2 lr reg``, is ``USER_DECAY``
+#: (:func:`default_hypers`). Chosen with ``benchmarks/data_defaults.py`` over gains 0.1..10 and
+#: decays 0..1e-2 on five feature sets: gain 1 with decay 0 or 1e-4 had the best mean
+#: validation accuracy, within 0.02 of each set's best setting; decay 1e-3 cost 0.03 on the
+#: 100-class set, 1e-2 up to 0.26; gains 0.3 and 3 were within 0.01 of 1, 10 lost 0.04.
+USER_LR_GAIN = 1.0
+USER_DECAY = 1e-4
 SCHEDULES = ("none", "step", "cosine")
 #: Most SGD steps a run may take (the loss history is kept for every step).
 MAX_ITERS = 10**8
-SAMPLINGS = ("replacement", "epoch")
 
 
 @dataclass
 class TrainConfig:
-    """One training run. ``lr`` / ``reg`` None take :data:`DEFAULT_HYPERS` for the data set."""
+    """One training run. ``lr`` / ``reg`` / ``init_scale`` None take the data's defaults
+    (:func:`default_hypers`, :func:`default_init_scale`)."""
 
     lr: Optional[float] = None      # SGD learning rate; None: the data set's default
     reg: Optional[float] = None     # L2 strength lambda in the loss (= weight_decay / 2); None: default
@@ -89,7 +109,7 @@ class TrainConfig:
     p: int = 1                      # 1: hinge, 2: squared hinge
     kink: float = 0.0               # derivative used at a margin of exactly 0 (grad="hand" only)
     grad: str = "hand"              # hand (hand-written backward) | autograd | mml (PyTorch's kernel)
-    init_scale: float = 0.001       # W starts as init_scale * randn (the assignment's 0.001)
+    init_scale: Optional[float] = None  # W starts as init_scale * randn; None: the data's default
     seed: int = 0                   # seeds W's init and the minibatch draws
     device: str = "auto"            # cpu | cuda | cuda:N | auto
     threads: int = 0                # CPU threads for the loop; 0: auto_threads of one step's GEMM
@@ -103,7 +123,8 @@ class TrainConfig:
         validate_hyperparameters(reg=self.reg or 0.0, delta=self.delta, p=self.p, kink=self.kink)
         check_real("momentum", self.momentum, min=0, max=1, max_open=True)
         check_real("lr_gamma", self.lr_gamma, min=0, max=1, min_open=True)
-        check_real("init_scale", self.init_scale, min=0)
+        if self.init_scale is not None:
+            check_real("init_scale", self.init_scale, min=0)
         for name in ("iters", "batch_size", "lr_step", "log_every"):
             check_int(name, getattr(self, name), min=1, max=MAX_ITERS)
         check_int("seed", self.seed, min=0, max=2**63 - 1)
@@ -132,6 +153,7 @@ class TrainResult:
     seconds: float                  # the loop only (data transfer and accuracies excluded)
     cpu_seconds: float              # CPU time of the process over the loop, all threads together
     threads: int                    # CPU threads torch used in the loop
+    world_size: int = 1             # processes that trained it together (torchrun), 1 alone
 
 
 class DivergenceError(TorchSVMError, RuntimeError):
@@ -145,39 +167,66 @@ class DivergenceError(TorchSVMError, RuntimeError):
 # --------------------------------------------------------------------------- pieces
 
 
-def _resolve(config: TrainConfig, dataset: str) -> TrainConfig:
-    """Fill lr / reg from DEFAULT_HYPERS for the data set (CIFAR-10's for any other)."""
+def default_hypers(data: Union[Dataset, ArrayDataset]) -> Tuple[float, float]:
+    r"""The default ``(lr, reg)`` for ``data``.
+
+    digits and CIFAR-10: :data:`DEFAULT_HYPERS`. Any other data (an
+    :class:`~torch_svm.arrays.ArrayDataset`, or a Dataset of another name) are sized by the
+    mean squared norm of their train inputs :math:`P = \mathbb{E}\,\|	ilde x\|^2` (bias
+    column included, after centring and scaling):
+
+    .. math::
+
+        	ext{lr} = rac{g}{P}, \qquad 	ext{reg} = rac{d}{2\,	ext{lr}},
+
+    with :math:`g` = :data:`USER_LR_GAIN` and :math:`d` = :data:`USER_DECAY`, each rounded to
+    two significant digits. The step :math:`1 / P` does not depend on the units of the
+    features, and it stays below :math:`2 / \lambda_{max}` of the inputs' second-moment
+    matrix (whose trace is :math:`P`), the bound past which a linear model's SGD diverges;
+    :math:`2\,	ext{lr}\,	ext{reg} = d` is the fraction by which the regularizer shrinks W
+    at each step. Both hand-chosen recipes sit near that step: lr
+    :math:`\cdot P` is about 1 for digits (lr 1e-3) and for CIFAR-10 (lr 1e-7).
+    """
+    if _builtin(data):
+        return DEFAULT_HYPERS[data.name]
+    lr = float(f"{USER_LR_GAIN / _mean_square_norm(data):.2g}")
+    return lr, float(f"{USER_DECAY / (2 * lr):.2g}")
+
+
+def default_init_scale(data: Union[Dataset, ArrayDataset]) -> float:
+    r"""The default ``init_scale`` for ``data``: the assignment's 0.001 for digits and
+    CIFAR-10, and for other data 0.001 divided by the root mean square input entry
+    :math:`\sqrt{P / D}` (two significant digits), so that the first scores are as small as
+    0.001 makes them on unit-variance features, whatever the units of yours."""
+    if _builtin(data):
+        return 0.001
+    return float(f"{0.001 / math.sqrt(_mean_square_norm(data) / data.num_features):.2g}")
+
+
+def _builtin(data: Union[Dataset, ArrayDataset]) -> bool:
+    return isinstance(data, Dataset) and data.name in DATASETS
+
+
+def _mean_square_norm(data: Union[Dataset, ArrayDataset]) -> float:
+    """:math:`P = \\mathbb{E}\\,\\|\\tilde x\\|^2` over the train inputs (float64)."""
+    if isinstance(data, ArrayDataset):
+        return data.mean_square_norm
+    X = data.X_train                                             # (N, D)
+    return sum(float(torch.linalg.vector_norm(X[i:i + 4096], dtype=torch.float64)) ** 2
+               for i in range(0, len(X), 4096)) / max(1, len(X))
+
+
+def _resolve(config: TrainConfig, data: Union[Dataset, ArrayDataset]) -> TrainConfig:
+    """Fill lr / reg / init_scale left None with the data's defaults."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    lr, reg = DEFAULT_HYPERS.get(dataset, DEFAULT_HYPERS["cifar10"])
-    return dataclasses.replace(config, lr=lr if config.lr is None else config.lr,
-                               reg=reg if config.reg is None else config.reg)
-
-
-def batch_indices(n: int, batch_size: int, iters: int, *, sampling: str = "replacement",
-                  generator: Optional[torch.Generator] = None,
-                  device: Optional[torch.device] = None) -> Iterator[Tensor]:
-    """Yield ``iters`` index tensors into ``range(n)``, drawn on ``device``.
-
-    ``"replacement"``: each batch is ``batch_size`` independent uniform draws (the assignment's
-    ``np.random.choice(num_train, batch_size)``). ``"epoch"``: a fresh permutation per epoch cut
-    into batches, so every example is used exactly once per epoch; the last batch of an epoch
-    is smaller when ``batch_size`` does not divide ``n`` (and ``batch_size`` is capped at ``n``).
-    """
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    if sampling == "replacement":
-        for _ in range(iters):
-            yield torch.randint(n, (batch_size,), generator=generator, device=device)
-        return
-    done = 0
-    while done < iters:
-        perm = torch.randperm(n, generator=generator, device=device)
-        for start in range(0, n, batch_size):
-            if done == iters:
-                return
-            yield perm[start:start + batch_size]
-            done += 1
+    if config.lr is None or config.reg is None:
+        lr, reg = default_hypers(data)
+        config = dataclasses.replace(config, lr=lr if config.lr is None else config.lr,
+                                     reg=reg if config.reg is None else config.reg)
+    if config.init_scale is None:
+        config = dataclasses.replace(config, init_scale=default_init_scale(data))
+    return config
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -231,79 +280,85 @@ def _compiled(fn: Callable, config: TrainConfig) -> Callable:
     return torch.compile(fn, mode="reduce-overhead" if cuda else None, dynamic=False)
 
 
-def _minibatch(X: Tensor, y: Tensor, idx: Tensor, Xb: Tensor, yb: Tensor) -> Tuple[Tensor, Tensor]:
-    """``X[idx], y[idx]`` gathered into the buffers ``Xb``, ``yb`` (a shorter last batch of an
-    epoch fills their first rows): no allocation per step."""
-    b = idx.shape[0]
-    Xb, yb = Xb[:b], yb[:b]
-    return torch.index_select(X, 0, idx, out=Xb), torch.index_select(y, 0, idx, out=yb)
-
-
-def train(data: Dataset, config: Optional[TrainConfig] = None, *,
+def train(data: Union[Dataset, ArrayDataset], config: Optional[TrainConfig] = None, *,
           model: Optional[LinearSVM] = None, progress: bool = False,
           callback: Optional[Callback] = None) -> TrainResult:
-    """Train a LinearSVM on ``data.X_train`` with minibatch SGD; report train and val accuracy.
+    """Train a LinearSVM on the train split with minibatch SGD; report train and val accuracy.
 
     Args:
-        data: the splits (:func:`torch_svm.data.load_dataset`); moved to the device once.
-        config: hyperparameters; default ``TrainConfig()`` with the data set's lr and reg.
+        data: a :class:`~torch_svm.data.Dataset` (:func:`torch_svm.data.load_dataset`; moved
+            to the device once) or an :class:`~torch_svm.arrays.ArrayDataset`
+            (:func:`torch_svm.arrays.load_arrays`; minibatches read from its memory map).
+        config: hyperparameters; default ``TrainConfig()`` with the data's lr and reg
+            (:func:`default_hypers`).
         model: continue from this model (moved to the device); default a fresh
             ``LinearSVM`` initialised from ``config.seed``.
         progress: show a progress bar with the running loss on stderr.
         callback: called as ``callback(it, model, X_batch, y_batch)`` (``it`` from 0) before
             each step, e.g. to count the minibatch's exact ties; it must not change its
-            arguments, and must copy the batch to keep it (its buffers are reused).
+            arguments, and must copy the batch to keep it (its buffers are reused). In a
+            process group it sees this process's share of the batch.
 
-    The same seed gives the same W on the CPU (run to run, at a given thread count); on
-    CUDA, minibatch draws come from a CUDA generator, so the trajectory differs from the
-    CPU's but not its quality. The loop sets torch's CPU thread count (``config.threads``,
-    or :func:`~torch_svm.utils.auto_threads`) and restores it when it ends.
+    The same seed gives the same W on the CPU (run to run, at a given thread count), and the
+    same W from an ArrayDataset as from its :meth:`~torch_svm.arrays.ArrayDataset.to_dataset`
+    (the same indices, the same batches). On CUDA, in-memory minibatch draws come from a
+    CUDA generator, so the trajectory differs from the CPU's but not its quality. The loop
+    sets torch's CPU thread count (``config.threads``, or
+    :func:`~torch_svm.utils.auto_threads`) and restores it when it ends. In a process group
+    (:mod:`torch_svm.distributed`) every process must call it with the same data and config.
 
     Raises:
         DivergenceError: the loss became inf or NaN (checked every ``log_every`` iterations
             and at the end).
         ValueError / TypeError: a bad config value, named, or data that do not fit the model.
     """
-    config = _resolve(config or TrainConfig(), data.name)
+    config = _resolve(config or TrainConfig(), data)
     device = resolve_device(config.device)
-    data = data.to(device)
-    X, y = data.X_train, data.y_train                           # (N, D), (N,)
+    world = current_world()
+    lo, hi = world.share(config.batch_size)
+    share = hi - lo                                             # the most rows a step takes here
+    source = batch_source(data, device, share)
     set_seed(config.seed)
     if model is None:
-        model = LinearSVM(X.shape[1], data.num_classes, init_scale=config.init_scale,
-                          dtype=X.dtype)
+        model = LinearSVM(data.num_features, data.num_classes, init_scale=config.init_scale,
+                          dtype=_dtype(data))
     model = model.to(device)
-    y = validate_svm_inputs(model.W, X, y)                      # once: the steps skip it
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    source.check(model.W)                                       # once: the steps skip it
+    generator = torch.Generator(device=source.index_device).manual_seed(config.seed)
     # foreach=False: for one parameter on a CPU, the plain loop is the cheapest step (29 us
     # against 40 us for the default, which re-decides foreach at every step)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 foreach=False if device.type == "cpu" else None)
     scheduler = _scheduler(optimizer, config)
-    losses = torch.empty(config.iters, dtype=X.dtype, device=device)  # stays on the device
+    losses = torch.empty(config.iters, dtype=model.W.dtype, device=device)  # stays on the device
     history: List[float] = []
-    batch = min(config.batch_size, X.shape[0]) if config.sampling == "epoch" else config.batch_size
-    Xb, yb = X.new_empty(batch, X.shape[1]), y.new_empty(batch)  # (B, D), (B,): reused
     hand = _loss_and_grad(config) if config.grad == "hand" else None
-    threads = config.threads or auto_threads(batch * X.shape[1] * model.num_classes)
+    reduced = model.W.new_empty(model.W.numel() + 1) if world.size > 1 else None  # (D C + 1,)
+    threads = config.threads or auto_threads(share * model.num_features * model.num_classes)
 
     with using_threads(threads):
         start, cpu_start = time.perf_counter(), time.process_time()
         model.train()
-        batches = batch_indices(X.shape[0], config.batch_size, config.iters,
-                                sampling=config.sampling, generator=generator, device=device)
+        batches = batch_indices(source.num_examples, config.batch_size, config.iters,
+                                sampling=config.sampling, generator=generator,
+                                device=source.index_device)
         with progress_bar(total=config.iters, desc="train", enabled=progress) as bar:
             for it, idx in enumerate(batches):
-                Xb_it, yb_it = _minibatch(X, y, idx, Xb, yb)    # (B, D), (B,)
+                lo, hi = world.share(idx.shape[0])              # this process's rows of it
+                Xb, yb = source.batch(idx[lo:hi])               # (B_r, D), (B_r,)
                 if callback is not None:
-                    callback(it, model, Xb_it, yb_it)
-                if hand is not None:            # loss and hand-written dL/dW (sets W.grad)
-                    loss, model.W.grad = hand(model.W, Xb_it, yb_it)
+                    callback(it, model, Xb, yb)
+                if hi == lo:                    # a batch smaller than the world: none here
+                    loss, model.W.grad = model.W.new_zeros(()), torch.zeros_like(model.W)
+                elif hand is not None:          # loss and hand-written dL/dW (sets W.grad)
+                    loss, model.W.grad = hand(model.W, Xb, yb)
                 else:                           # autograd / PyTorch's kernel
                     optimizer.zero_grad()
-                    loss = model.loss(Xb_it, yb_it, config.reg, grad=config.grad,
+                    loss = model.loss(Xb, yb, config.reg, grad=config.grad,
                                       delta=config.delta, p=config.p, kink=config.kink)
                     loss.backward()
+                if reduced is not None:         # the whole batch's loss and gradient
+                    loss = _sum_over_processes(model.W, loss, (hi - lo) / idx.shape[0], reduced)
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -317,27 +372,45 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     return TrainResult(model=model, config=config, loss_history=history,
-                       train_accuracy=model.accuracy(X, y),
-                       val_accuracy=model.accuracy(data.X_val, data.y_val), seconds=seconds,
-                       cpu_seconds=cpu_seconds, threads=threads)
+                       train_accuracy=accuracy(model, source.data, "train"),
+                       val_accuracy=accuracy(model, source.data, "val"), seconds=seconds,
+                       cpu_seconds=cpu_seconds, threads=threads, world_size=world.size)
 
 
-def save_run(out: Union[str, Path], data: Dataset, result: TrainResult,
+def _dtype(data: Union[Dataset, ArrayDataset]) -> torch.dtype:
+    return data.X_train.dtype if isinstance(data, Dataset) else getattr(torch, data.config.dtype)
+
+
+def _sum_over_processes(W: Tensor, loss: Tensor, weight: float, buffer: Tensor) -> Tensor:
+    """``(sum_r w_r L_r, sum_r w_r g_r)`` over processes in one collective, with this
+    process's ``weight`` ``w_r = B_r / B`` (:mod:`torch_svm.distributed`); sets W.grad to the
+    sum (a view of ``buffer``) and returns the loss."""
+    buffer[:-1].copy_(W.grad.reshape(-1))
+    buffer[-1] = loss.detach()
+    all_reduce_sum(buffer.mul_(weight))
+    W.grad = buffer[:-1].view_as(W)
+    return buffer[-1]
+
+
+def save_run(out: Union[str, Path], data: Union[Dataset, ArrayDataset], result: TrainResult,
              metrics: Dict[str, Any]) -> List[Path]:
     """Write a run into the folder ``out``: ``model.pt`` (:func:`torch_svm.model.save_checkpoint`
     with :func:`torch_svm.model.checkpoint_metadata`), ``metrics.json`` (``metrics`` plus the
-    loss history), ``loss.png`` and ``weights.png``, each atomically. Returns the paths."""
+    loss history), ``loss.png`` and, for the image data sets (digits, CIFAR-10; a row of
+    your own features is no image), ``weights.png``, each atomically. Returns the paths."""
     from torch_svm.plots import plot_loss, plot_weights
     from torch_svm.utils import atomic_write_json
 
     folder = Path(out)
     c = result.config
-    return [
+    paths = [
         save_checkpoint(folder / "model.pt", result.model,
                         checkpoint_metadata(data, dataclasses.asdict(c))),
         atomic_write_json(folder / "metrics.json", {**metrics, "loss_history": result.loss_history}),
         plot_loss(result.loss_history, folder / "loss.png",
-                  title=f"{data.name}: lr={c.lr:g}, reg={c.reg:g}, batch {c.batch_size}"),
-        plot_weights(result.model.W, data.image_shape, data.class_names, folder / "weights.png",
-                     bias=data.bias),
+                  title=f"{Path(data.name).name}: lr={c.lr:g}, reg={c.reg:g}, batch {c.batch_size}"),
     ]
+    if isinstance(data, Dataset) and data.name in DATASETS:
+        paths.append(plot_weights(result.model.W, data.image_shape, data.class_names,
+                                  folder / "weights.png", bias=data.bias))
+    return paths

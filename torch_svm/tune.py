@@ -3,8 +3,9 @@ r"""A search over the hyperparameters of :func:`torch_svm.train.train`.
 :func:`tune` trains once per setting of learning rate x regularization (x iterations), from a
 grid or a log-uniform random sample, picks the setting with the best validation accuracy and
 reports test accuracy for that one model only. :func:`parse_values` reads a list of values as
-people write them (``"1e-7,5e-7"`` or a log range ``"1e-7:1e-5:3"``); :data:`DEFAULT_GRIDS`
-holds the default search per data set.
+people write them (``"1e-7,5e-7"`` or a log range ``"1e-7:1e-5:3"``); :func:`default_grid`
+is the default search: :data:`DEFAULT_GRIDS` for digits and CIFAR-10, and around
+:func:`~torch_svm.train.default_hypers` for your own data.
 """
 from __future__ import annotations
 
@@ -13,22 +14,40 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from torch_svm.data import Dataset
-from torch_svm.train import MAX_ITERS, DivergenceError, TrainConfig, TrainResult, train
+from torch_svm.arrays import ArrayDataset
+from torch_svm.batches import accuracy
+from torch_svm.data import DATASETS, Dataset
+from torch_svm.train import (MAX_ITERS, DivergenceError, TrainConfig, TrainResult, default_hypers,
+                             train)
 from torch_svm.utils import check_int, check_real, clip, resolve_device
 from torch_svm.utils import progress as progress_bar
 
-__all__ = ["TuneConfig", "TuneResult", "tune", "parse_values", "DEFAULT_GRIDS"]
+__all__ = ["TuneConfig", "TuneResult", "tune", "parse_values", "default_grid", "DEFAULT_GRIDS",
+           "USER_GRID"]
 
 #: Default search per data set: (learning rates, regularization strengths), as parse_values spells them.
 DEFAULT_GRIDS: Dict[str, Tuple[str, str]] = {
     "cifar10": ("1e-7,5e-7", "1e3,5e3,2.5e4"),
     "digits": ("1e-4:1e-2:3", "1e-2:1:3"),
 }
+#: Your own data: (lr factors, reg factors) applied to :func:`~torch_svm.train.default_hypers`.
+USER_GRID: Tuple[Tuple[float, ...], Tuple[float, ...]] = ((1 / 3, 1.0, 3.0), (0.1, 1.0, 10.0))
+
+
+def default_grid(data: Union[Dataset, ArrayDataset]) -> Tuple[List[float], List[float]]:
+    """The default (learning rates, regularization strengths) to search for ``data``:
+    :data:`DEFAULT_GRIDS` for digits and CIFAR-10, else :data:`USER_GRID` around the data's
+    default lr and reg (two significant digits)."""
+    if isinstance(data, Dataset) and data.name in DATASETS:
+        lrs, regs = DEFAULT_GRIDS[data.name]
+        return parse_values(lrs), parse_values(regs)
+    lr, reg = default_hypers(data)
+    return ([float(f"{lr * f:.2g}") for f in USER_GRID[0]],
+            [float(f"{reg * f:.2g}") for f in USER_GRID[1]])
 
 
 def parse_values(text: str, *, integer: bool = False) -> List[float]:
@@ -109,7 +128,7 @@ def _settings(config: TuneConfig) -> List[Tuple[float, float, int]]:
             for _ in range(config.random)]
 
 
-def tune(data: Dataset, config: Optional[TuneConfig] = None, *,
+def tune(data: Union[Dataset, ArrayDataset], config: Optional[TuneConfig] = None, *,
          progress: bool = False) -> TuneResult:
     """Train once per setting, pick the best validation accuracy, test that model once.
 
@@ -119,7 +138,8 @@ def tune(data: Dataset, config: Optional[TuneConfig] = None, *,
     """
     config = config or TuneConfig()
     settings = _settings(config)
-    data = data.to(resolve_device(config.base.device))  # once for the whole search
+    if isinstance(data, Dataset):
+        data = data.to(resolve_device(config.base.device))  # once for the whole search
     table: List[Dict[str, Any]] = []
     best_row, best_result, last_error = None, None, None
     start = time.perf_counter()
@@ -141,6 +161,6 @@ def tune(data: Dataset, config: Optional[TuneConfig] = None, *,
             best_row, best_result = row, result
     if best_result is None:
         raise last_error
-    test_accuracy = best_result.model.accuracy(data.X_test, data.y_test)
+    test_accuracy = accuracy(best_result.model, data, "test")
     return TuneResult(table=table, best=best_row, best_result=best_result,
                       test_accuracy=test_accuracy, seconds=time.perf_counter() - start)

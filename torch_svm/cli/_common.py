@@ -12,13 +12,15 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Union
 
 
+from torch_svm.arrays import ArrayConfig, ArrayDataset, load_arrays
 from torch_svm.data import DATASETS, SPLIT_DEFAULTS, DataConfig, Dataset, load_dataset
 from torch_svm.errors import UsageError
 from torch_svm.model import GRADS
-from torch_svm.train import DEFAULT_HYPERS, MAX_ITERS, SAMPLINGS, SCHEDULES, TrainConfig
+from torch_svm.train import (DEFAULT_HYPERS, MAX_ITERS, SAMPLINGS, SCHEDULES, USER_DECAY,
+                             USER_LR_GAIN, TrainConfig)
 from torch_svm.utils import DTYPES, auto_threads, clip, jsonable
 
 EXIT_STATUS = ("exit status: 0 on success; 2 on bad input, unreadable data or checkpoint, or a "
@@ -121,9 +123,18 @@ def add_out_arg(parser: argparse.ArgumentParser, what: str, *, required: bool = 
 
 
 def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "digits") -> None:
-    p.add_argument("--data", choices=DATASETS, default=default_data,
-                   help="data set: digits is embedded (8x8, 10 classes); cifar10 needs --data-dir"
+    p.add_argument("--data", default=default_data, metavar="{digits,cifar10,PATH}",
+                   help="data set: digits is embedded (8x8, 10 classes); cifar10 needs "
+                        "--data-dir; PATH is your own: an .npz (np.savez, uncompressed) or a "
+                        "folder of .npy files holding X (N, D) and y (N,) labels 0..C-1, "
+                        "optionally X_val/y_val, X_test/y_test (else 10 %% of X each, drawn "
+                        "with seed 0) and class_names; memory-mapped, never loaded whole"
                    + ("" if default_data else " (default: the checkpoint's)"))
+    if default_data:        # evaluate preprocesses as the checkpoint says
+        p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                       help="PATH data only: scale each feature by its train standard deviation "
+                            "after subtracting the train mean (default: on for PATH; "
+                            "--no-standardize keeps your units, only centred)")
     p.add_argument("--data-dir", default=None,
                    help="cifar10 only: the cifar-10-batches-py folder, its parent or the "
                         "cifar-10-python.tar.gz archive")
@@ -135,7 +146,8 @@ def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "dig
     for i, (split, what) in enumerate((("train", "the first images of the training pool"),
                                        ("val", "the images after the train split"),
                                        ("test", "the first images of the test pool"))):
-        default = (f"(default: the data set's train/val/test: {sizes})" if default_data
+        default = (f"(default: the data set's train/val/test: {sizes}; PATH: the file's "
+                   f"X_val/X_test, else 10 %% of X each and train the rest)" if default_data
                    else "(default: the checkpoint's)")
         p.add_argument(f"--num-{split}", type=int_flag(1, 10**8), default=None,
                        help=f"{split} split size: {what} {default}")
@@ -147,11 +159,13 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
     if hypers:
         per_data = "; ".join(f"{k} {v[0]:g}" for k, v in DEFAULT_HYPERS.items())
         p.add_argument("--lr", type=float_flag(0, 1e10, min_open=True), default=None,
-                       help=f"learning rate (default: per data set: {per_data})")
+                       help=f"learning rate (default: per data set: {per_data}; PATH: "
+                            f"{USER_LR_GAIN:g} / the mean squared norm of a train input row)")
         per_data = "; ".join(f"{k} {v[1]:g}" for k, v in DEFAULT_HYPERS.items())
         p.add_argument("--reg", type=float_flag(0, 1e30), default=None,
                        help=f"L2 regularization strength, the loss's reg*sum(W^2) (default: per "
-                            f"data set: {per_data})")
+                            f"data set: {per_data}; PATH: {USER_DECAY:g} / (2 lr), a weight "
+                            f"decay of {USER_DECAY:g} per step)")
         p.add_argument("--iters", type=int_flag(1, MAX_ITERS), default=d.iters, help="SGD iterations")
     p.add_argument("--batch-size", type=int_flag(1, 10**7), default=d.batch_size,
                    help="minibatch size")
@@ -214,8 +228,11 @@ def command_threads(args) -> int:
     return auto_threads(rows * features * (getattr(args, "c", None) or 10))
 
 
-def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any]] = None) -> Dataset:
-    """The data set the flags name; ``defaults`` fill DataConfig fields the flags leave None."""
+def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any]] = None
+              ) -> Union[Dataset, ArrayDataset]:
+    """The data the flags name: a built-in data set (DataConfig) or, for any other ``--data``,
+    a file mapped by :func:`torch_svm.arrays.load_arrays` (ArrayConfig, whose split and dtype
+    fields have the same names); ``defaults`` fill config fields the flags leave None."""
     fields = dict(defaults or {})
     for field in ("num_train", "num_val", "num_test"):
         if getattr(args, field) is not None:
@@ -223,11 +240,26 @@ def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any
     if getattr(args, "dtype", None):
         fields["dtype"] = args.dtype
     name = name or args.data
-    if name == "digits" and (args.data_dir is not None or args.download):
+    check_data_flags(args, name)
+    if name not in DATASETS:
+        return load_arrays(name, ArrayConfig(**fields, standardize=args.standardize is not False))
+    return load_dataset(name, args.data_dir, DataConfig(**fields), download=args.download)
+
+
+def check_data_flags(args, name: Optional[str]) -> None:
+    """UsageError for a flag that does not apply to the data ``--data`` names, or a PATH that
+    does not exist."""
+    if name not in (None, "cifar10") and (args.data_dir is not None or args.download):
         raise UsageError(f"--data-dir and --download only apply to --data cifar10, got "
                          f"--data-dir {clip(repr(args.data_dir), 100)}"
-                         + (" --download" if args.download else ""))
-    return load_dataset(name, args.data_dir, DataConfig(**fields), download=args.download)
+                         + (" --download" if args.download else "") + f" with --data {name}")
+    if name in DATASETS and getattr(args, "standardize", None) is not None:
+        flag = "--standardize" if args.standardize else "--no-standardize"
+        raise UsageError(f"{flag} only applies to --data PATH (your own features); "
+                         f"{name} keeps the assignment's unscaled pixels")
+    if name is not None and name not in DATASETS and not Path(name).exists():
+        raise UsageError(f"--data {clip(name, 200)!r} is neither digits, cifar10 nor an "
+                         f"existing .npz file or folder of .npy files")
 
 
 def train_config(args, **overrides: Any) -> TrainConfig:

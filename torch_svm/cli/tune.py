@@ -7,10 +7,11 @@ from typing import Callable, List
 
 from torch_svm.cli._common import (add_data_args, add_train_args, check_out, int_flag, load_data,
                                    new_parser, print_json, train_config)
-from torch_svm.cli.train import summary
+from torch_svm.cli.train import sizes, summary, written
+from torch_svm.distributed import process_group
 from torch_svm.train import MAX_ITERS, save_run
+from torch_svm.tune import DEFAULT_GRIDS, USER_GRID, TuneConfig, default_grid, parse_values, tune
 from torch_svm.utils import atomic_directory, clip
-from torch_svm.tune import DEFAULT_GRIDS, TuneConfig, parse_values, tune
 
 
 def _values(lo: float, hi: float, *, integer: bool = False) -> Callable[[str], List[float]]:
@@ -41,9 +42,11 @@ def add_parser(subparsers) -> None:
     lrs = "; ".join(f"{k} {v[0]}" for k, v in DEFAULT_GRIDS.items())
     regs = "; ".join(f"{k} {v[1]}" for k, v in DEFAULT_GRIDS.items())
     p.add_argument("--lr", type=_values(1e-30, 1e10), default=None,
-                   help=f"learning rates, 'a,b' or 'lo:hi:n' log-spaced (default: per data set: {lrs})")
+                   help=f"learning rates, 'a,b' or 'lo:hi:n' log-spaced (default: per data set: {lrs}; "
+                        f"PATH: the default lr x {', '.join(f'{f:.3g}' for f in USER_GRID[0])})")
     p.add_argument("--reg", type=_values(0, 1e30), default=None,
-                   help=f"regularization strengths, as --lr (default: per data set: {regs})")
+                   help=f"regularization strengths, as --lr (default: per data set: {regs}; "
+                        f"PATH: the default reg x {', '.join(f'{f:g}' for f in USER_GRID[1])})")
     p.add_argument("--iters", type=_values(1, MAX_ITERS, integer=True), default=[1500],
                    help="iteration counts, as --lr (default: 1500)")
     p.add_argument("--random", type=int_flag(0, 10**6), default=0,
@@ -57,26 +60,28 @@ def run(args) -> int:
     start = time.perf_counter()
     out = check_out(args.out)
     data = load_data(args)
-    grid_lr, grid_reg = DEFAULT_GRIDS.get(data.name, DEFAULT_GRIDS["cifar10"])
-    config = TuneConfig(lrs=args.lr or parse_values(grid_lr),
-                        regs=args.reg or parse_values(grid_reg),
+    grid_lr, grid_reg = default_grid(data)
+    config = TuneConfig(lrs=args.lr or grid_lr, regs=args.reg or grid_reg,
                         iters=args.iters, random=args.random,
                         base=train_config(args, lr=None, reg=None, iters=max(args.iters)))
-    result = tune(data, config, progress=not args.json)
+    with process_group(config.base.device) as world:   # torchrun: each setting on K processes
+        result = tune(data, config, progress=not args.json and world.main)
+    if not world.main:
+        return 0
     best = result.best_result
     metrics = {**summary(data, best), "test_accuracy": result.test_accuracy,
                "seconds": result.seconds, "total_seconds": time.perf_counter() - start,
                "out": args.out, "best": result.best, "table": result.table}
+    paths = []
     if out is not None:
         from torch_svm.plots import plot_tune
 
         with atomic_directory(out) as folder:      # readers see the old run or this one, whole
-            save_run(folder, data, best, metrics)
-            plot_tune(result.table, folder / "tune.png")
+            paths = save_run(folder, data, best, metrics) + [plot_tune(result.table, folder / "tune.png")]
     if args.json:
         print_json(metrics)
         return 0
-    print(f"torch-svm tune: {data.name}, {len(result.table)} settings, "
+    print(f"torch-svm tune: {data.name}, {sizes(data)}, {len(result.table)} settings, "
           f"{'random' if args.random else 'grid'} search, ranked by val accuracy")
     print(f"{'lr':>10} {'reg':>10} {'iters':>6} {'train':>7} {'val':>7} {'seconds':>8}")
     for row in result.table:
@@ -91,5 +96,5 @@ def run(args) -> int:
           f"val {b['val_accuracy']:.4f}, test {result.test_accuracy:.4f} (test measured once, "
           f"for this setting only); {result.seconds:.1f} s in all")
     if out is not None:
-        print(f"wrote model.pt, metrics.json, loss.png, weights.png, tune.png to {args.out}")
+        print(f"{written(paths)} to {args.out}")
     return 0

@@ -1,0 +1,156 @@
+r"""A user's data file: its arrays mapped, their layout checked, their values scanned once.
+
+:func:`open_data_file` maps an ``.npz`` or a folder of ``.npy`` (:mod:`torch_svm.npymap`) and
+checks the layout: the names (:data:`MEMBERS`), X with y (and X_val with y_val, X_test with
+y_test) in pairs, shapes and dtypes. :func:`scan` is one streaming pass over the rows the
+splits use, in chunks: X finite, labels in ``[0, C)``, and the train rows' moments in float64,
+the mean (a plain sum) and the variance (squares about the first chunk's mean, which keeps an
+offset such as pixel values from cancelling). Each chunk's pages are released after it, so
+the pass holds about one chunk. Every error is a :class:`~torch_svm.errors.DataFormatError`
+naming the file, the array and, where it applies, the row. :mod:`torch_svm.arrays` builds the
+data set on them.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from torch_svm.errors import DataFormatError
+from torch_svm.npymap import MappedArray, open_folder, open_npz, release
+
+__all__ = ["MEMBERS", "SplitRows", "open_data_file", "scan"]
+
+#: The arrays a data file may hold; any other name is refused.
+MEMBERS = ("X", "y", "X_val", "y_val", "X_test", "y_test", "class_names")
+
+
+@dataclass(frozen=True, eq=False)
+class SplitRows:
+    """Rows of one mapped ``(X, y)`` pair: ``rows`` (sorted) or, when None, the first ``size``."""
+
+    X: MappedArray                  # (M, D)
+    y: MappedArray                  # (M,)
+    rows: Optional[np.ndarray]      # (size,) int64, sorted
+    size: int
+
+    def file_rows(self, pos: np.ndarray) -> np.ndarray:
+        """Rows of the file array at positions ``pos`` of the split."""
+        return self.rows[pos] if self.rows is not None else pos
+
+
+def open_data_file(path: Path) -> Tuple[Dict[str, MappedArray], Optional[Tuple[str, ...]]]:
+    """The arrays of ``path`` (an ``.npz`` or a folder of ``.npy``) mapped, their layout
+    checked; returns them and the file's class names (None when it has none)."""
+    if path.is_dir():
+        arrays = open_folder(path, MEMBERS)
+    elif path.is_file():
+        arrays = open_npz(path, MEMBERS) if zipfile.is_zipfile(path) else _not_npz(path)
+    else:
+        raise FileNotFoundError(f"data {str(path)!r} does not exist; expected an .npz file or a "
+                                f"folder of .npy files (X.npy, y.npy, ...)")
+    return arrays, _check_arrays(path, arrays)
+
+
+def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_bytes: int,
+         check_finite: bool, num_classes: Optional[int]
+         ) -> Tuple[Tuple[np.ndarray, np.ndarray], int]:
+    """One streaming pass over the rows the splits use, ``chunk_bytes`` (as float64) at a time:
+    X finite (unless ``check_finite`` is False), labels >= 0 (and < ``num_classes`` when given),
+    the train rows' moments. Returns ``((mean, variance), C)``, each moment ``(D,)`` float64,
+    and C ``num_classes`` or the largest label + 1."""
+    train = splits["train"]
+    D = train.X.array.shape[1]
+    step = max(1, chunk_bytes // (8 * D))
+    total, squares, shift = np.zeros(D), np.zeros(D), None  # sum, sum of (x - shift)^2
+    top = -1
+    for split in ("train", "val", "test"):
+        s = splits[split]
+        if split != "train" and s.X is train.X:
+            continue  # drawn from X: scanned with train
+        used = len(s.X.array) if s.rows is not None else s.size  # rows of the file array to read
+        finite = check_finite and s.X.array.dtype.kind == "f"
+        for r0 in range(0, used, step):
+            r1 = min(r0 + step, used)
+            chunk = s.X.array[r0:r1]                               # (r1 - r0, D), a view
+            if finite and not np.isfinite(chunk).all():
+                bad = r0 + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+                raise DataFormatError(f"{s.X.where}: row {bad} holds NaN or inf; the SVM trains "
+                                      f"on finite numbers only")
+            if split == "train":
+                if s.rows is not None:
+                    lo, hi = np.searchsorted(s.rows, (r0, r1))
+                    chunk = chunk[s.rows[lo:hi] - r0]              # the train rows among them
+                if len(chunk):
+                    shift = chunk.mean(axis=0, dtype=np.float64) if shift is None else shift
+                    total += chunk.sum(axis=0, dtype=np.float64)
+                    squares += np.square(chunk - shift).sum(axis=0)
+            release(s.X, r0, r1)
+        labels = s.y.array[:used]
+        for r0 in range(0, used, 1 << 20):
+            part = labels[r0:r0 + (1 << 20)]
+            if part.min() < 0:
+                bad = r0 + int(np.flatnonzero(part < 0)[0])
+                raise DataFormatError(f"{s.y.where}: labels must be >= 0, got {part[bad - r0]} at "
+                                      f"row {bad}; map them to 0..C-1 first (np.unique(y, "
+                                      f"return_inverse=True)), or use torch_svm.sklearn."
+                                      f"LinearSVMClassifier, which takes any labels")
+            if num_classes is not None and part.max() >= num_classes:
+                bad = r0 + int(np.flatnonzero(part >= num_classes)[0])
+                raise DataFormatError(f"{s.y.where}: labels must be < num_classes="
+                                      f"{num_classes}, got {part[bad - r0]} at row {bad}")
+            top = max(top, int(part.max()))
+    num_classes = top + 1 if num_classes is None else num_classes
+    if num_classes < 2:
+        raise DataFormatError(f"{arrays['y'].where}: labels must name at least 2 classes, got "
+                              f"only label {top}")
+    mean = total / train.size
+    variance = np.maximum(squares / train.size - np.square(mean - shift), 0.0)
+    return (mean, variance), num_classes
+
+
+# ----------------------------------------------------------------------------- private
+
+
+def _not_npz(path: Path) -> Dict[str, MappedArray]:
+    hint = (" (a single .npy holds one array; put X.npy and y.npy in a folder and pass the "
+            "folder)" if path.suffix == ".npy" else "")
+    raise DataFormatError(f"{path}: not an .npz (zip) archive; expected an .npz written by "
+                          f"np.savez or a folder of .npy files{hint}")
+
+
+def _check_arrays(path: Path, arrays: Dict[str, MappedArray]) -> Optional[Tuple[str, ...]]:
+    """Names present in pairs, shapes and dtypes; returns the file's class names, if any."""
+    for X_name, y_name in (("X", "y"), ("X_val", "y_val"), ("X_test", "y_test")):
+        if (X_name in arrays) != (y_name in arrays) or (X_name == "X" and X_name not in arrays):
+            missing = y_name if X_name in arrays else X_name
+            raise DataFormatError(f"{path}: {missing!r} is missing (found {sorted(arrays)}); "
+                                  f"a data file holds X and y, and optionally X_val with y_val and "
+                                  f"X_test with y_test")
+        if X_name not in arrays:
+            continue
+        X, y = arrays[X_name], arrays[y_name]
+        if X.array.ndim != 2 or X.array.shape[1] < 1 or (X_name == "X" and len(X.array) < 1):
+            raise DataFormatError(f"{X.where}: must be a 2-D array (N, D) with N, D >= 1, got "
+                                  f"shape {X.array.shape}")
+        if X.array.dtype.kind not in "fiu":
+            raise DataFormatError(f"{X.where}: must hold real floating or integer numbers, got "
+                                  f"dtype {X.array.dtype}")
+        if X.array.shape[1] != arrays["X"].array.shape[1]:
+            raise DataFormatError(f"{X.where}: must have D = {arrays['X'].array.shape[1]} columns "
+                                  f"like X, got shape {X.array.shape}")
+        if y.array.shape != (len(X.array),):
+            raise DataFormatError(f"{y.where}: must be 1-D with one label per row of {X_name}, "
+                                  f"shape ({len(X.array)},), got shape {y.array.shape}")
+        if y.array.dtype.kind not in "iu":
+            raise DataFormatError(f"{y.where}: labels must be integers, got dtype {y.array.dtype}")
+    if "class_names" not in arrays:
+        return None
+    names = arrays["class_names"]
+    if names.array.ndim != 1 or names.array.dtype.kind not in "US":
+        raise DataFormatError(f"{names.where}: must be a 1-D array of strings, got dtype "
+                              f"{names.array.dtype} shape {names.array.shape}")
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.array.tolist())
