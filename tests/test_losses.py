@@ -2,7 +2,6 @@
 PyTorch's MultiMarginLoss kernel, the numpy naive loops), each with a stated tolerance."""
 import itertools
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
