@@ -50,7 +50,7 @@ _SIZES = {"default": (200_000, 512, 1000), "big": (2_000_000, 512, 1000), "quick
 def write_data(folder: Path, n: int, d: int, c: int, seed: int = 0, chunk: int = 65536) -> int:
     """``X.npy`` (n, d) float32 and ``y.npy`` (n,) int32 written chunk by chunk; returns bytes."""
     rng = np.random.default_rng(seed)
-    means = rng.normal(size=(c, d)).astype(np.float32) * (3.0 / np.sqrt(d))   # (c, d)
+    means = rng.normal(size=(c, d)).astype(np.float32) * 0.25                  # (c, d)
     y = rng.integers(0, c, n).astype(np.int32)
     X = np.lib.format.open_memmap(folder / "X.npy", mode="w+", dtype=np.float32, shape=(n, d))
     for start in range(0, n, chunk):

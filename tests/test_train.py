@@ -350,6 +350,26 @@ def test_cli_tune_json_and_files(tmp_path, capsys):
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_cli_dry_run_touches_every_part_in_a_few_steps(tmp_path, capsys, command):
+    out = tmp_path / command
+    extra = ("--lr", "1e-4,1e-3,1e-2", "--reg", "0.1,1", "--iters", "300") if command == "tune" else ()
+    code, stdout, _ = cli(capsys, command, *extra, "--dry-run", "--device", "cpu", "--out", str(out),
+                          "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["dry_run"] is True and report["config"]["iters"] == 2
+    assert len(json.loads((out / "metrics.json").read_text())["loss_history"]) == 2
+    if command == "tune":
+        assert len(report["table"]) == 2 and {r["iters"] for r in report["table"]} == {2}
+    names = {p.name for p in out.iterdir()}
+    assert {"model.pt", "metrics.json", "loss.png", "weights.png"} <= names
+    assert ("tune.png" in names) == (command == "tune")
+    # without it: the flags as given
+    code, stdout, _ = cli(capsys, command, *extra[:2], "--iters", "3", "--device", "cpu", "--json")
+    assert code == 0 and json.loads(stdout)["dry_run"] is False
+
+
 def test_cli_human_output(capsys):
     code, stdout, _ = cli(capsys, "train", "--iters", "100", "--device", "cpu", "--threads", "1")
     assert code == 0 and "test accuracy" in stdout

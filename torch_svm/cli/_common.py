@@ -197,6 +197,11 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
                    help="torch.compile the loss and gradient (C++ kernels on a CPU, CUDA graphs "
                         "on a GPU); the first step compiles, which takes seconds")
     add_out_arg(p, "model.pt, metrics.json, loss.png and weights.png")
+    p.add_argument("--dry-run", action="store_true",
+                   help=f"one tiny pass through every part: {DRY_RUN_ITERS} iterations per run "
+                        f"(and at most {DRY_RUN_SETTINGS} settings for tune), so the flags, the "
+                        "data, the device and --out are checked in seconds; the model is not "
+                        "trained")
     add_json_arg(p)
 
 
@@ -262,10 +267,17 @@ def check_data_flags(args, name: Optional[str]) -> None:
                          f"existing .npz file or folder of .npy files")
 
 
+#: What ``--dry-run`` keeps: iterations per run (each one logged) and settings per tune.
+DRY_RUN_ITERS = 2
+DRY_RUN_SETTINGS = 2
+
+
 def train_config(args, **overrides: Any) -> TrainConfig:
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
               if hasattr(args, f.name)}
     fields.update(overrides)
+    if getattr(args, "dry_run", False):
+        fields.update(iters=min(fields["iters"], DRY_RUN_ITERS), log_every=1)
     return TrainConfig(**fields)
 
 

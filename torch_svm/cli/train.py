@@ -63,7 +63,7 @@ def run(args) -> int:
     if not world.main:
         return 0
     metrics = {**summary(data, result), "test_accuracy": test_accuracy, "seconds": result.seconds,
-               "total_seconds": time.perf_counter() - start, "out": args.out}
+               "total_seconds": time.perf_counter() - start, "out": args.out, "dry_run": args.dry_run}
     paths = []
     if out is not None:
         with atomic_directory(out) as folder:      # readers see the old run or this one, whole
@@ -75,7 +75,8 @@ def run(args) -> int:
     print(f"torch-svm train: {data.name}, {sizes(data)}, lr={c.lr:g} reg={c.reg:g} "
           f"iters={c.iters} batch={c.batch_size} grad={c.grad} device={metrics['device']} "
           f"threads={result.threads}" + (" compiled" if c.compile else "")
-          + (f" processes={result.world_size}" if result.world_size > 1 else ""))
+          + (f" processes={result.world_size}" if result.world_size > 1 else "")
+          + (" (dry run: the flags, data and --out checked; not trained)" if args.dry_run else ""))
     print(f"final loss {metrics['final_loss']:.4f}; train accuracy {result.train_accuracy:.4f}, "
           f"val accuracy {result.val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; "
           f"{result.seconds:.2f} s training")

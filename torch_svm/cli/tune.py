@@ -5,8 +5,9 @@ import argparse
 import time
 from typing import Callable, List
 
-from torch_svm.cli._common import (add_data_args, add_train_args, check_out, int_flag, load_data,
-                                   new_parser, print_json, train_config)
+from torch_svm.cli._common import (DRY_RUN_ITERS, DRY_RUN_SETTINGS, add_data_args, add_train_args,
+                                   check_out, int_flag, load_data, new_parser, print_json,
+                                   train_config)
 from torch_svm.cli.train import sizes, summary, written
 from torch_svm.distributed import process_group
 from torch_svm.train import MAX_ITERS, save_run
@@ -61,9 +62,15 @@ def run(args) -> int:
     out = check_out(args.out)
     data = load_data(args)
     grid_lr, grid_reg = default_grid(data)
-    config = TuneConfig(lrs=args.lr or grid_lr, regs=args.reg or grid_reg,
-                        iters=args.iters, random=args.random,
-                        base=train_config(args, lr=None, reg=None, iters=max(args.iters)))
+    lrs, regs, iters, random = args.lr or grid_lr, args.reg or grid_reg, args.iters, args.random
+    if args.dry_run:   # at most DRY_RUN_SETTINGS settings of DRY_RUN_ITERS iterations each
+        iters = [min(iters[0], DRY_RUN_ITERS)]
+        if random:
+            random = min(random, DRY_RUN_SETTINGS)
+        else:
+            lrs, regs = lrs[:DRY_RUN_SETTINGS], regs[:1]
+    config = TuneConfig(lrs=lrs, regs=regs, iters=iters, random=random,
+                        base=train_config(args, lr=None, reg=None, iters=max(iters)))
     with process_group(config.base.device) as world:   # torchrun: each setting on K processes
         result = tune(data, config, progress=not args.json and world.main)
     if not world.main:
@@ -71,7 +78,7 @@ def run(args) -> int:
     best = result.best_result
     metrics = {**summary(data, best), "test_accuracy": result.test_accuracy,
                "seconds": result.seconds, "total_seconds": time.perf_counter() - start,
-               "out": args.out, "best": result.best, "table": result.table}
+               "out": args.out, "dry_run": args.dry_run, "best": result.best, "table": result.table}
     paths = []
     if out is not None:
         from torch_svm.plots import plot_tune
@@ -82,7 +89,8 @@ def run(args) -> int:
         print_json(metrics)
         return 0
     print(f"torch-svm tune: {data.name}, {sizes(data)}, {len(result.table)} settings, "
-          f"{'random' if args.random else 'grid'} search, ranked by val accuracy")
+          f"{'random' if args.random else 'grid'} search, ranked by val accuracy"
+          + (f" (dry run: {DRY_RUN_ITERS} iterations each, not a search)" if args.dry_run else ""))
     print(f"{'lr':>10} {'reg':>10} {'iters':>6} {'train':>7} {'val':>7} {'seconds':>8}")
     for row in result.table:
         if row["diverged"]:
