@@ -17,6 +17,7 @@ import torch
 
 from torch_svm.arrays import SPLITS, ArrayConfig, ArrayDataset, load_arrays
 from torch_svm.data import Dataset
+from torch_svm.datafile import MAX_CLASSES
 from torch_svm.errors import DataFormatError
 
 N, D, C = 240, 7, 4
@@ -271,6 +272,12 @@ X_INF = X0.astype(np.float64)
 X_INF[200, 0] = -np.inf
 Y_NEG = Y0.copy()
 Y_NEG[9] = -1
+Y_U64 = Y0.astype(np.uint64)
+Y_U64[5] = 2**64 - 1          # once reported as "got min -1"; then C = 2**64 took the memory
+Y_HUGE = Y0.astype(np.int64)
+Y_HUGE[6] = 2**40
+Y_WIDE = Y0.astype(np.int64)
+Y_WIDE[7] = MAX_CLASSES - 1   # allowed as a label, but W would be (5001, 2**24)
 
 BAD = {
     "X 1-D": (_bad(X0[:, 0], Y0), r"X(\.npy)?: must be a 2-D array \(N, D\).*got shape \(240,\)"),
@@ -281,6 +288,10 @@ BAD = {
     "y short": (_bad(X0, Y0[:-1]), r"shape \(240,\), got shape \(239,\)"),
     "y float": (_bad(X0, Y0.astype(np.float64)), "labels must be integers, got dtype float64"),
     "y negative": (_bad(X0, Y_NEG), r"labels must be >= 0, got -1 at row 9.*LinearSVMClassifier"),
+    "y uint64 max": (_bad(X0, Y_U64), r"labels must be < 16,777,216 .*got 18446744073709551615 at row 5"),
+    "y 2**40": (_bad(X0, Y_HUGE), r"labels must be < 16,777,216 .*got 1099511627776 at row 6"),
+    "y wide W": (_bad(np.zeros((N, 5000), np.float32), Y_WIDE),
+                 r"W for 16,777,216 classes \(the largest label \+ 1\) and 5001 rows would need about"),
     "one class": (_bad(X0, np.zeros(N, np.int64)), "at least 2 classes, got only label 0"),
     "NaN": (_bad(X_NAN, Y0), "X.*row 17 holds NaN or inf"),
     "inf": (_bad(X_INF, Y0), "X.*row 200 holds NaN or inf"),

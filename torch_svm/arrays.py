@@ -235,7 +235,9 @@ class ArrayDataset:
         return self._splits[split]
 
     def _chunk_rows(self) -> int:
-        return max(1, self.config.chunk_bytes // (8 * max(1, self.num_features - self.bias)))
+        # a chunk's rows of X, or of its scores (rows, C) when C is the wider
+        return max(1, self.config.chunk_bytes // (8 * max(1, self.num_features - self.bias,
+                                                           self.num_classes)))
 
     def _inputs(self, raw: np.ndarray, device) -> Tensor:
         """``raw: (B, D)`` file rows -> ``(B, D + bias)`` centred and scaled in float64, cast once."""

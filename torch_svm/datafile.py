@@ -21,8 +21,12 @@ import numpy as np
 
 from torch_svm.errors import DataFormatError
 from torch_svm.npymap import MappedArray, open_folder, open_npz, release
+from torch_svm.utils import check_memory
 
 __all__ = ["MEMBERS", "SplitRows", "open_data_file", "scan"]
+
+#: Labels at or above this are refused (C = the largest label + 1 sets the width of W).
+MAX_CLASSES = 1 << 24
 
 #: The arrays a data file may hold; any other name is refused.
 MEMBERS = ("X", "y", "X_val", "y_val", "X_test", "y_test", "class_names")
@@ -102,11 +106,22 @@ def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_
                 bad = r0 + int(np.flatnonzero(part >= num_classes)[0])
                 raise DataFormatError(f"{s.y.where}: labels must be < num_classes="
                                       f"{num_classes}, got {part[bad - r0]} at row {bad}")
+            if num_classes is None and part.max() >= MAX_CLASSES:   # C = largest + 1: W's width
+                bad = r0 + int(np.flatnonzero(part >= MAX_CLASSES)[0])
+                raise DataFormatError(f"{s.y.where}: labels must be < {MAX_CLASSES:,} (the largest "
+                                      f"label + 1 is the number of classes, the width of W), got "
+                                      f"{part[bad - r0]} at row {bad}; map them to 0..C-1 first "
+                                      f"(np.unique(y, return_inverse=True))")
             top = max(top, int(part.max()))
     num_classes = top + 1 if num_classes is None else num_classes
     if num_classes < 2:
         raise DataFormatError(f"{arrays['y'].where}: labels must name at least 2 classes, got "
                               f"only label {top}")
+    try:    # W, its gradient and SGD's buffers: (D + 1, C) each
+        check_memory(f"W for {num_classes:,} classes (the largest label + 1) and {D + 1} rows",
+                     4 * 8 * (D + 1) * num_classes)
+    except ValueError as exc:
+        raise DataFormatError(f"{arrays['y'].where}: {exc}") from None
     mean = total / train.size
     variance = np.maximum(squares / train.size - np.square(mean - shift), 0.0)
     return (mean, variance), num_classes

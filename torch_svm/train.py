@@ -61,8 +61,8 @@ from torch_svm.distributed import all_reduce_sum, current_world
 from torch_svm.errors import TorchSVMError
 from torch_svm.losses import _svm_loss_and_grad, validate_hyperparameters
 from torch_svm.model import GRADS, LinearSVM, checkpoint_metadata, save_checkpoint
-from torch_svm.utils import (auto_threads, check_choice, check_int, check_real, resolve_device,
-                             set_seed, using_threads)
+from torch_svm.utils import (auto_threads, check_choice, check_int, check_memory, check_real,
+                             resolve_device, set_seed, using_threads)
 from torch_svm.utils import progress as progress_bar
 
 __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "batch_indices",
@@ -318,6 +318,10 @@ def train(data: Union[Dataset, ArrayDataset], config: Optional[TrainConfig] = No
     lo, hi = world.share(config.batch_size)
     share = hi - lo                                             # the most rows a step takes here
     source = batch_source(data, device, share)
+    if device.type == "cpu":   # W, its gradient and SGD's buffer; a step's scores and margins
+        D, C, size = data.num_features, data.num_classes, _dtype(data).itemsize
+        check_memory(f"training {C:,} classes on {D:,} features with batches of {share}",
+                     size * (4 * D * C + 4 * share * C + 2 * share * D))
     set_seed(config.seed)
     if model is None:
         model = LinearSVM(data.num_features, data.num_classes, init_scale=config.init_scale,
