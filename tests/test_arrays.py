@@ -52,7 +52,7 @@ def _reference(X: np.ndarray, rows: np.ndarray, mean: np.ndarray, dtype) -> np.n
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_matches_in_memory_reference(tmp_path, fmt, dtype):
     X, y = _arrays()
-    ds = load_arrays(_save(tmp_path, fmt, X=X, y=y), ArrayConfig(dtype=dtype, seed=3))
+    ds = load_arrays(_save(tmp_path, fmt, X=X, y=y), ArrayConfig(dtype=dtype, seed=3, standardize=False))
     assert isinstance(ds, ArrayDataset)
     assert (ds.num_classes, ds.num_features, ds.class_names) == (C, D + 1, ("0", "1", "2", "3"))
     sizes = {s: ds.num_examples(s) for s in SPLITS}
@@ -145,7 +145,7 @@ def test_standardize_and_moments_match_numpy(tmp_path, dtype):
         got = torch.cat([c[0] for c in ds.features(split)]).numpy()
         np.testing.assert_allclose(got[:, :D], ref, rtol=tol, atol=tol)
         assert (got[:, D] == 1).all()
-    for config in (ArrayConfig(standardize=True), ArrayConfig(), ArrayConfig(center=False),
+    for config in (ArrayConfig(), ArrayConfig(standardize=False), ArrayConfig(center=False),
                    ArrayConfig(center=False, standardize=True, bias=False)):
         ds = load_arrays(path, replace(config, dtype="float64", chunk_bytes=8 * D * 50))
         inputs = torch.cat([c[0] for c in ds.features("train")]).numpy()
@@ -160,7 +160,8 @@ def test_file_splits_counts_and_options(tmp_path):
     names = np.array(["a", "b", "c", "d"])
     path = _save(tmp_path, "npz", X=X, y=y, X_val=Xv, y_val=yv, X_test=Xt, y_test=yt,
                  class_names=names)
-    ds = load_arrays(path, ArrayConfig(num_train=100, num_val=10, center=False, bias=False))
+    ds = load_arrays(path, ArrayConfig(num_train=100, num_val=10, center=False, standardize=False,
+                                       bias=False))
     assert ds.class_names == ("a", "b", "c", "d") and ds.mean is None and ds.num_features == D
     assert {s: ds.num_examples(s) for s in SPLITS} == {"train": 100, "val": 10, "test": 20,
                                                        "dev": 100}
@@ -191,7 +192,7 @@ def test_integer_pixels_and_fortran_order(tmp_path):
     X, y = _arrays()
     pixels = (X - X.min()).astype(np.uint8)
     ds = load_arrays(_save(tmp_path, "folder", X=np.asfortranarray(pixels), y=y.astype(np.int16)),
-                     ArrayConfig(num_val=0, num_test=0))
+                     ArrayConfig(num_val=0, num_test=0, standardize=False))
     mean = pixels.astype(np.float64).mean(axis=0)
     np.testing.assert_array_equal(ds.to_dataset().X_train.numpy(),
                                   _reference(pixels, np.arange(N), mean, np.float32))
@@ -221,7 +222,7 @@ def test_digits_as_a_file_reproduce_load_dataset(tmp_path, one_thread):
     path = _save(tmp_path, "npz", X=flat[:1297], y=labels[:1297], X_val=flat[1297:1497],
                  y_val=labels[1297:1497], X_test=flat[1497:], y_test=labels[1497:],
                  class_names=np.array([str(d) for d in range(10)]))
-    ours = load_arrays(path, ArrayConfig(num_dev=100)).to_dataset()
+    ours = load_arrays(path, ArrayConfig(num_dev=100, standardize=False)).to_dataset()
     ref = load_dataset("digits")
     for split in ("train", "val", "test"):  # centred in float64 here, in float32 there: 1 ulp
         torch.testing.assert_close(getattr(ours, f"X_{split}"), getattr(ref, f"X_{split}"),

@@ -65,7 +65,7 @@ def test_default_hypers_follow_the_scale_of_the_features(tmp_path, digits_file):
     file and its in-memory copy; features 1000x larger get a 1e6x smaller lr, a 1e6x larger
     reg and a 1000x smaller init_scale, and train to the same accuracies (with a literal
     init_scale of 0.001 they do not: the twin); the built-in names keep their recipes."""
-    data = load_arrays(digits_file, ArrayConfig(dtype="float64"))
+    data = load_arrays(digits_file, ArrayConfig(dtype="float64", standardize=False))
     X = torch.cat([x for x, _ in data.features("train")])
     power = float((X ** 2).sum(dim=1).mean())
     lr, reg = default_hypers(data)
@@ -73,7 +73,7 @@ def test_default_hypers_follow_the_scale_of_the_features(tmp_path, digits_file):
     assert default_hypers(data.to_dataset()) == (lr, reg)
     with np.load(digits_file) as z:
         np.savez(tmp_path / "big.npz", X=z["X"] * 1000.0, y=z["y"])
-    big = load_arrays(tmp_path / "big.npz", ArrayConfig(dtype="float64"))
+    big = load_arrays(tmp_path / "big.npz", ArrayConfig(dtype="float64", standardize=False))
     big_lr, big_reg = default_hypers(big)
     assert big_lr == pytest.approx(lr * 1e-6, rel=0.02) and big_reg == pytest.approx(reg * 1e6, rel=0.02)
     assert default_init_scale(big) == pytest.approx(default_init_scale(data) / 1000, rel=0.05)
@@ -149,18 +149,18 @@ def test_cli_standardize_is_recorded_and_reapplied(tmp_path, digits_file, capsys
                               "--device", "cpu", "--out", str(out), "--json")
     assert code == 0
     report = json.loads(stdout)
-    standardized = load_arrays(digits_file, ArrayConfig(standardize=True))
+    standardized = load_arrays(digits_file)
     model, meta = load_checkpoint(out / "model.pt")
     torch.testing.assert_close(meta["feature_scale"], standardized.scale, rtol=0, atol=0)
     assert accuracy(model, standardized, "test") == report["test_accuracy"]
-    raw = torch.cat([model.predict(X) for X, _ in load_arrays(digits_file).features("test")])
+    raw = torch.cat([model.predict(X) for X, _ in load_arrays(digits_file, ArrayConfig(standardize=False)).features("test")])
     scaled = torch.cat([model.predict(X) for X, _ in standardized.features("test")])
     assert (raw != scaled).sum() >= 3
     code, stdout, _ = run_cli(capsys, "train", "--data", str(digits_file), "--iters", "200",
                               "--device", "cpu", "--no-standardize", "--out", str(out), "--json")
     assert code == 0
     report = json.loads(stdout)
-    assert (report["lr"], report["reg"]) == default_hypers(load_arrays(digits_file))
+    assert (report["lr"], report["reg"]) == default_hypers(load_arrays(digits_file, ArrayConfig(standardize=False)))
     assert load_checkpoint(out / "model.pt")[1]["feature_scale"] is None
     code, stdout, _ = run_cli(capsys, "evaluate", str(out / "model.pt"), "--json")
     assert code == 0 and json.loads(stdout)["accuracy"] == report["test_accuracy"]
@@ -171,7 +171,7 @@ def test_cli_tune_data_path(tmp_path, digits_file, capsys):
                               "--device", "cpu", "--reg", "0.01,1", "--json")
     assert code == 0
     report = json.loads(stdout)
-    lr = default_hypers(load_arrays(digits_file, ArrayConfig(standardize=True)))[0]
+    lr = default_hypers(load_arrays(digits_file))[0]
     assert sorted({r["lr"] for r in report["table"]}) == pytest.approx(
         [float(f"{lr * f:.2g}") for f in (1 / 3, 1, 3)])
     assert len(report["table"]) == 6 and report["test_accuracy"] > 0.85

@@ -58,7 +58,7 @@ class ArrayConfig:
     num_test: Optional[int] = None    # the same with X_test
     num_dev: Optional[int] = None     # drawn without replacement from train; None: min(500, train)
     center: bool = True               # subtract the train mean (float64, one streaming pass)
-    standardize: bool = False         # divide by the train standard deviation (constant columns: by 1)
+    standardize: bool = True          # divide by the train standard deviation (constant columns: by 1), as the CLI
     bias: bool = True                 # append a column of ones per batch (the bias trick), last column
     num_classes: Optional[int] = None # C; None: the largest label + 1
     class_names: Optional[Tuple[str, ...]] = None  # None: the file's class_names, else "0".."C-1"
