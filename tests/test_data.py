@@ -326,6 +326,11 @@ def test_truncated_archive_names_it(tmp_path):
     ({"data": _images(PER_BATCH, 0), "labels": [0] * (PER_BATCH - 1)}, r"'labels' must be 4 integers"),
     ({"data": _images(PER_BATCH, 0), "labels": [0, 1, 2, 10]}, r"labels must be in \[0, 10\), got min 0 and max 10"),
     ({"data": _images(PER_BATCH, 0), "labels": [0, -1, 2, 3]}, r"labels must be in \[0, 10\), got min -1"),
+    # issue 16.7: 2**64 - 1 was reported as "got min -1" (a uint64 read as int64)
+    ({"data": _images(PER_BATCH, 0), "labels": np.array([0, 2**64 - 1, 2, 3], dtype=np.uint64)},
+     r"labels must be in \[0, 10\), got min 0 and max 18446744073709551615"),
+    ({"data": _images(PER_BATCH, 0), "labels": [0, 2**64 - 1, 2, 3]},
+     r"labels must be in \[0, 10\), got min 0 and max 18446744073709551615"),
     ({"data": _images(PER_BATCH, 0), "labels": [0, 1, 2, 3.0]}, r"'labels' must be 4 integers .*got list of length 4"),
     ([1, 2, 3], r"expected a pickled dict, got list"),
 ])
