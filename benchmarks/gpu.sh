@@ -5,6 +5,8 @@
 # recipe and tuned run on the GPU, the kink study on the GPU (its exact-tie counts in
 # float32 with TF32 matmuls on and off), and training from a memory-mapped file (bench_scale).
 #   bash benchmarks/gpu.sh [OUT_DIR]        # writes OUT_DIR/{tests,bench_*,train_*,kinks_*}.*
+#   QUICK=1 bash benchmarks/gpu.sh [OUT_DIR] # skips the kink study, the 8000-iteration runs and
+#                                            # the 4.1 GB file: for a lent machine's 10-minute call
 # Needs a CUDA build of torch; builds CIFAR-10 from ../shared/cifar10 when it is there.
 set -uo pipefail
 out=${1:-${OUT:-gpu-results}}
@@ -23,10 +25,10 @@ if [ -f ../shared/cifar10/build.py ]; then
   data="--data cifar10 --data-dir /tmp/cifar --num-test 10000"
   for dev in cuda cpu; do
     torch-svm train $data --lr 1e-7 --reg 2.5e4 --iters 1500 --device $dev --json > "$out/train_recipe_$dev.json"
-    torch-svm train $data --lr 1e-7 --reg 1e3 --iters 8000 --device $dev --json > "$out/train_tuned_$dev.json"
+    [ -n "${QUICK:-}" ] || torch-svm train $data --lr 1e-7 --reg 1e3 --iters 8000 --device $dev --json > "$out/train_tuned_$dev.json"
   done
   torch-svm verify tests/mutants.py:correct_vectorized --data cifar10 --data-dir /tmp/cifar --json > "$out/verify_cifar.json"
-  torch-svm kinks --device cuda --data-dir /tmp/cifar --out "$out/kinks_cuda" --json > "$out/kinks_cuda.json"  # ties with TF32 on and off
+  [ -n "${QUICK:-}" ] || torch-svm kinks --device cuda --data-dir /tmp/cifar --out "$out/kinks_cuda" --json > "$out/kinks_cuda.json"  # ties with TF32 on and off
   cifar="--data-dir /tmp/cifar"
 fi
 # whole training runs: torch-svm's rows on the GPU (eager and compiled), float32 then TF32;
@@ -38,5 +40,5 @@ done
 # your own data at linear-probe shape (N x 512 float32, 1,000 classes) trained from a memory
 # map: minibatches gathered on the CPU, SGD and the full evaluation on the GPU; then N = 2e6 (4.1 GB)
 python benchmarks/bench_scale.py --device cuda 2>&1 | tee "$out/bench_scale_cuda.md"
-python benchmarks/bench_scale.py --device cuda --big --dir /tmp 2>&1 | tee "$out/bench_scale_cuda_big.md"
+[ -n "${QUICK:-}" ] || python benchmarks/bench_scale.py --device cuda --big --dir /tmp 2>&1 | tee "$out/bench_scale_cuda_big.md"
 torch-svm check --device cuda --dtype float32 | tail -3 | tee "$out/check_cuda.txt"
