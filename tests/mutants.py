@@ -265,6 +265,26 @@ def bias_row_not_regularized(W, X, y, reg, delta=1.0):
     return loss, dW
 
 
+# The three below are taken from real students' files (public CS231n solutions, 2016-2017).
+
+def gradient_left_as_zeros(W, X, y, reg, delta=1.0):
+    """The loss is done, the gradient's TODO block is empty: the starter's zeros come back."""
+    loss, _ = correct_vectorized(W, X, y, reg, delta)
+    return loss, np.zeros(W.shape)
+
+
+def reg_loss_coefficient_typo(W, X, y, reg, delta=1.0):
+    """``loss += .1 * reg * np.sum(W * W)`` (a typo for ``reg``): the gradient is right."""
+    loss, dW = correct_vectorized(W, X, y, reg, delta)
+    return loss - 0.9 * reg * np.sum(W * W), dW
+
+
+def two_gradient_bugs(W, X, y, reg, delta=1.0):
+    """The correct-class update missing and ``reg * W`` for ``2 * reg * W``, both at once."""
+    loss, dW = correct_class_not_subtracted(W, X, y, reg, delta)
+    return loss, dW - reg * W
+
+
 CORRECT = {f.__name__: f for f in (correct_naive, correct_vectorized, correct_ge_kink,
                                    correct_float32, correct_torch, correct_longdouble)}
 
@@ -274,7 +294,9 @@ BUGGY = {f.__name__: f for f in (reg_grad_missing, reg_grad_halved, correct_clas
                                  mask_after_clamp, mask_without_delta, margin_as_coefficient,
                                  last_example_skipped, one_coordinate_wrong,
                                  bias_row_not_regularized, reg_grad_divided_by_n,
-                                 return_inside_loop, first_half_only, correct_half_convention)}
+                                 return_inside_loop, first_half_only, correct_half_convention,
+                                 gradient_left_as_zeros, reg_loss_coefficient_typo,
+                                 two_gradient_bugs)}
 
 #: every (what, pattern) the diagnosis must name for each bug, and nothing else ("no_known_pattern"
 #: where no known bug fits: the honest answer)
@@ -297,6 +319,9 @@ EXPECTED_DIAGNOSIS = {
     "return_inside_loop": {("loss", "prefix_of_examples"), ("gradient", "prefix_of_examples")},
     "first_half_only": {("loss", "prefix_of_examples"), ("gradient", "prefix_of_examples")},
     "correct_half_convention": {("both", "half_reg_convention")},
+    "gradient_left_as_zeros": {("gradient", "zero_gradient")},
+    "reg_loss_coefficient_typo": {("loss", "regularization_loss")},
+    "two_gradient_bugs": {("gradient", "regularization_gradient+correct_class")},
 }
 
 #: words the message must hold, where the pattern alone does not tell two bugs apart
@@ -308,4 +333,7 @@ EXPECTED_WORDS = {
     "first_half_only": "first 50 of 100",
     "last_example_skipped": "last example",
     "correct_half_convention": "older course convention",
+    "gradient_left_as_zeros": "dW is all zeros",
+    "reg_loss_coefficient_typo": "0.1 * reg * sum(W * W), 0.1 times the expected",
+    "two_gradient_bugs": "two bugs: regularization gradient halved",
 }

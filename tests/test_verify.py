@@ -315,6 +315,36 @@ def test_missing_module_hint(tmp_path, monkeypatch):
     assert info.value.hint.endswith("pip install future") and "linear_svm.py" in info.value.user_traceback
 
 
+# Python 2 solutions (2015-2016) as students left them: each gets its own traceback and a hint.
+_PYTHON2 = {
+    "xrange": ("def f(W, X, y, reg):\n    for i in xrange(3):\n        pass\n",
+               "hint: xrange is Python 2 .*use range"),
+    "iteritems": ("def f(W, X, y, reg):\n    for k, v in {}.iteritems():\n        pass\n",
+                  r"hint: dict.iteritems is Python 2 .*use items"),
+    "tabs": ("def f(W, X, y, reg):\n    if reg:\n\treturn 0\n    return 1\n",
+             "hint: the file mixes tabs and spaces .*expand -t 8"),
+    "print": ("def f(W, X, y, reg):\n    print 'loss'\n", r"hint: print is a function in Python 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_PYTHON2))
+def test_python2_code_gets_a_hint(tmp_path, capsys, case):
+    source, hint = _PYTHON2[case]
+    student = tmp_path / "linear_svm.py"
+    student.write_text(source)
+    code, out, err = run_cli(capsys, "verify", f"{student}:f")
+    assert code == 2 and out == ""
+    assert any(re.search(hint, line) for line in err), err
+    assert "linear_svm.py" in "\n".join(err)                   # the student's own traceback
+
+
+def test_no_hint_for_an_ordinary_error(tmp_path, capsys):     # the twin: no made-up advice
+    student = tmp_path / "linear_svm.py"
+    student.write_text("def f(W, X, y, reg):\n    return undefined_name\n")
+    code, _, err = run_cli(capsys, "verify", f"{student}:f")
+    assert code == 2 and not any(line.startswith("hint:") for line in err), err
+
+
 def test_load_function(tmp_path):
     assert load_function(f"{MUTANTS}:correct_naive").__name__ == "correct_naive"
     assert load_function("verification.reference:svm_loss_naive").__name__ == "svm_loss_naive"

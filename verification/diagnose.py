@@ -32,6 +32,7 @@ none fits it says so ("no_known_pattern") rather than guess.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -92,7 +93,7 @@ class _Context:
     """What the messages need: N, C, and the regularization convention's words."""
 
     def __init__(self, n: int, k: int, reg_scale: float):
-        self.n, self.k, self.half = n, k, reg_scale != 1.0
+        self.n, self.k, self.half, self.scale = n, k, reg_scale != 1.0, reg_scale
         self.tight = min(0.02, 0.25 / n)          # tells -1 from 1/N - 1
         self.grad_term = "reg * W" if self.half else "2 * reg * W"
         self.loss_term = "0.5 * reg * np.sum(W * W)" if self.half else "reg * np.sum(W * W)"
@@ -113,7 +114,7 @@ def _reg_grad(c, x: _Context):
     if x.half and _near(c[0], 1):
         return ("the regularization gradient is 2 * reg * W, twice the reg * W of the "
                 "0.5 * reg * sum(W * W) convention you are judged against")
-    return None
+    return _reg_factor("gradient", c[0], 2 * x.scale, "reg * W", x.grad_term)
 
 
 def _scale_grad(c, x: _Context):
@@ -186,7 +187,17 @@ def _reg_loss(c, x: _Context):
     if x.half and _near(c[0], 1):
         return ("the regularization loss is reg * sum(W * W), twice the 0.5 * reg * sum(W * W) "
                 "of the convention you are judged against")
-    return None
+    return _reg_factor("loss", c[0], x.scale, "reg * sum(W * W)", x.loss_term)
+
+
+def _reg_factor(what: str, c: float, scale: float, term: str, expected: str) -> Optional[str]:
+    """Any other factor on the regularization term (a typo such as 0.05 * reg), named by the
+    fitted value: the term is ``(1 + c)`` times the expected one."""
+    factor = 1 + c
+    if _near(factor, 1) or _near(factor, 0):
+        return None
+    return (f"the regularization {what} is {factor * scale:.3g} * {term}, {factor:.3g} times the "
+            f"expected {expected}: check its coefficient")
 
 
 def _scale_loss(c, x: _Context):
@@ -222,6 +233,9 @@ def _fit(d: torch.Tensor, A: torch.Tensor) -> Optional[Tuple[torch.Tensor, float
 
 def _best(d: torch.Tensor, columns: Dict[str, torch.Tensor], patterns, x: _Context,
           what: str) -> Optional[Diagnosis]:
+    """The pattern that fits ``d`` best with a named coefficient; failing that, the best pair of
+    one-column patterns, each with a named coefficient (two bugs at once, e.g. the
+    correct-class update missing and the regularization gradient halved)."""
     best = None
     for name, bases, message in patterns:
         fitted = _fit(d, torch.stack([columns[b] for b in bases], 1))
@@ -231,6 +245,17 @@ def _best(d: torch.Tensor, columns: Dict[str, torch.Tensor], patterns, x: _Conte
         text = message(coef, x)
         if text is not None and (best is None or fitted[1] < best.residual):
             best = Diagnosis(what, name, text, coef, fitted[1])
+    if best is not None:
+        return best
+    single = [(name, bases[0], message) for name, bases, message in patterns if len(bases) == 1]
+    for (n1, b1, m1), (n2, b2, m2) in itertools.combinations(single, 2):
+        fitted = _fit(d, torch.stack([columns[b1], columns[b2]], 1))
+        if fitted is None or fitted[1] > RESIDUAL_LIMIT:
+            continue
+        c1, c2 = (float(v) for v in fitted[0])
+        t1, t2 = m1([c1], x), m2([c2], x)
+        if t1 and t2 and (best is None or fitted[1] < best.residual):
+            best = Diagnosis(what, f"{n1}+{n2}", f"two bugs: {t1}; and {t2}", [c1, c2], fitted[1])
     return best
 
 
@@ -347,6 +372,10 @@ def _diagnose_gradient(evaluations: List[Evaluation], X: torch.Tensor, y: torch.
                          coordinates=bad[:100])
     if not any(bool(ev.wrong.any()) for ev in evaluations):
         return None
+    if not any(bool(ev.dW.any()) for ev in evaluations):
+        return Diagnosis("gradient", "zero_gradient", "dW is all zeros at every check: the gradient "
+                         "is not computed (the starter code's dW = np.zeros(W.shape) is returned "
+                         "as it is); fill in the part that computes dW")
     diffs = [ev.dW - ev.nearest for ev in evaluations]
     bases = [_gradient_bases(ev, X, y, delta) for ev in evaluations]
     d = torch.cat([t.reshape(-1) for t in diffs])

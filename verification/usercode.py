@@ -32,7 +32,7 @@ from typing import Any, Callable, List, Tuple
 import numpy as np
 
 __all__ = ["UserCodeError", "Returned", "load_function", "call_function", "call_detecting_backend",
-           "parse_output", "function_name", "missing_module_hint", "BACKENDS", "JUDGED_DTYPES"]
+           "parse_output", "function_name", "missing_module_hint", "code_hint", "BACKENDS", "JUDGED_DTYPES"]
 
 #: What ``backend`` may be: numpy arrays, torch tensors, or numpy first and torch if that raises.
 BACKENDS = ("auto", "numpy", "torch")
@@ -139,8 +139,37 @@ def _load_file(path: Path):
 
 
 def _import_error(what: str, exc: BaseException) -> UserCodeError:
-    hint = missing_module_hint(exc.name) if isinstance(exc, ModuleNotFoundError) and exc.name else ""
-    return UserCodeError(f"importing {what} raised {one_line(exc)}", user_traceback(exc), hint)
+    return UserCodeError(f"importing {what} raised {one_line(exc)}", user_traceback(exc),
+                         code_hint(exc))
+
+
+#: Python 2 names that old solutions (2015-2016) use, and what Python 3 says instead.
+_PYTHON2_NAMES = {
+    "xrange": "use range (or add `from past.builtins import xrange`, pip install future)",
+    "unicode": "use str", "basestring": "use str", "long": "use int", "unichr": "use chr",
+    "raw_input": "use input", "reduce": "add `from functools import reduce`",
+    "izip": "use zip", "imap": "use map", "cPickle": "use pickle",
+}
+_PYTHON2_METHODS = {"iteritems": "items", "itervalues": "values", "iterkeys": "keys",
+                    "has_key": "the `in` operator"}
+
+
+def code_hint(exc: BaseException) -> str:
+    """One line saying what to do about an exception the user's code raised, "" if nothing
+    specific: a missing module's package, Python 2 code run by Python 3, mixed tabs."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return missing_module_hint(exc.name)
+    if isinstance(exc, NameError) and getattr(exc, "name", None) in _PYTHON2_NAMES:
+        return f"{exc.name} is Python 2 (this code predates Python 3): {_PYTHON2_NAMES[exc.name]}"
+    if isinstance(exc, AttributeError) and getattr(exc, "name", None) in _PYTHON2_METHODS:
+        return (f"dict.{exc.name} is Python 2 (this code predates Python 3): use "
+                f"{_PYTHON2_METHODS[exc.name]}")
+    if isinstance(exc, TabError):
+        return ("the file mixes tabs and spaces in its indentation, which Python 3 refuses: "
+                "indent with spaces only (`expand -t 8 FILE > FIXED` keeps Python 2's meaning)")
+    if isinstance(exc, SyntaxError) and "Missing parentheses in call to 'print'" in str(exc):
+        return "print is a function in Python 3 (this code predates it): print(...)"
+    return ""
 
 
 def missing_module_hint(module: str) -> str:
@@ -205,7 +234,7 @@ def call_function(fn: Callable, backend: str, W: np.ndarray, X: np.ndarray, y: n
         raise UserCodeError(f"{name} raised KeyboardInterrupt when called with {backend} inputs") from None
     except BaseException as exc:  # noqa: BLE001 - anything the user's code raises
         raise UserCodeError(f"{name} raised {one_line(exc)} when called with {backend} inputs",
-                            user_traceback(exc)) from None
+                            user_traceback(exc), code_hint(exc)) from None
     return parse_output(out, W.shape, name)
 
 
@@ -227,7 +256,7 @@ def call_detecting_backend(fn: Callable, backend: str, W: np.ndarray, X: np.ndar
             if not torch_error.user_traceback:       # ran with torch: that is the message
                 raise
             raise UserCodeError(f"{numpy_error} (torch inputs raise too: {_exception_part(torch_error)})",
-                                numpy_error.user_traceback) from None
+                                numpy_error.user_traceback, numpy_error.hint) from None
 
 
 def _exception_part(error: UserCodeError) -> str:

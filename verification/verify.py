@@ -254,7 +254,8 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
     _check_finite(Ws, X, y, 0.0, config.delta, 0.0)
     D, C = next(iter(Ws.values())).shape
     judged = _sparse_mask((D, C), config.sparse, config.seed)
-    name = fn if isinstance(fn, str) else function_name(fn)
+    # the function's name, as the worker reports it once loaded ("PATH.py:FUNC" -> "FUNC")
+    name = fn.rsplit(":", 1)[-1] if isinstance(fn, str) else function_name(fn)
     notes: List[str] = []
     found: Dict[str, Any] = {"backend": config.backend, "dtypes": set(), "loss_types": set()}
     evaluations: Dict[Tuple[str, float], Evaluation] = {}
