@@ -315,8 +315,9 @@ def test_missing_module_hint(tmp_path, monkeypatch):
     assert info.value.hint.endswith("pip install future") and "linear_svm.py" in info.value.user_traceback
 
 
-# Python 2 solutions (2015-2016) as students left them: each gets its own traceback and a hint.
-_PYTHON2 = {
+# Old solutions (2015-2016: Python 2, the 2015 layout) as students left them: each gets its own
+# traceback and a hint.
+_OLD_CODE = {
     "xrange": ("def f(W, X, y, reg):\n    for i in xrange(3):\n        pass\n",
                "hint: xrange is Python 2 .*use range"),
     "iteritems": ("def f(W, X, y, reg):\n    for k, v in {}.iteritems():\n        pass\n",
@@ -324,12 +325,14 @@ _PYTHON2 = {
     "tabs": ("def f(W, X, y, reg):\n    if reg:\n\treturn 0\n    return 1\n",
              "hint: the file mixes tabs and spaces .*expand -t 8"),
     "print": ("def f(W, X, y, reg):\n    print 'loss'\n", r"hint: print is a function in Python 3"),
+    "2015 layout": ("def f(W, X, y, reg):\n    scores = W.dot(X)\n    return 0.0, W\n",
+                    r"hint: a product's shapes do not fit: .*W \(C, D\) and X \(D, N\)"),
 }
 
 
-@pytest.mark.parametrize("case", sorted(_PYTHON2))
-def test_python2_code_gets_a_hint(tmp_path, capsys, case):
-    source, hint = _PYTHON2[case]
+@pytest.mark.parametrize("case", sorted(_OLD_CODE))
+def test_old_code_gets_a_hint(tmp_path, capsys, case):
+    source, hint = _OLD_CODE[case]
     student = tmp_path / "linear_svm.py"
     student.write_text(source)
     code, out, err = run_cli(capsys, "verify", f"{student}:f")

@@ -169,6 +169,10 @@ def code_hint(exc: BaseException) -> str:
                 "indent with spaces only (`expand -t 8 FILE > FIXED` keeps Python 2's meaning)")
     if isinstance(exc, SyntaxError) and "Missing parentheses in call to 'print'" in str(exc):
         return "print is a function in Python 3 (this code predates it): print(...)"
+    if isinstance(exc, ValueError) and any(s in str(exc) for s in ("not aligned", "matmul: Input operand")):
+        return ("a product's shapes do not fit: verify passes W (D, C), X (N, D), y (N,), the "
+                "assignment's layout since 2016; code written for the 2015 layout, W (C, D) and "
+                "X (D, N), fails like this")
     return ""
 
 
