@@ -304,6 +304,11 @@ BAD = {
                      "holds Python objects.*never unpickles"),
     "class names count": (_bad(X0, Y0, class_names=np.array(["a", "b"])),
                           "class_names must name the 4 classes, got 2"),
+    "two names for X": (_bad(X0, Y0, x_train=X0), "'X' and 'x_train' both name the array X; keep one"),
+    "images in Fortran order": (_bad(np.asfortranarray(X0[:, :6].reshape(N, 2, 3)), Y0),
+                                r"shape \(240, 2, 3\) in Fortran order cannot be read as rows"),
+    "sample shapes differ": (_bad(X0[:, :6].reshape(N, 2, 3), Y0, X_test=X0[:5, :6], y_test=Y0[:5]),
+                             r"X, X_test must hold samples of one shape, got X \(240, 2, 3\), X_test \(5, 6\)"),
 }
 
 
@@ -474,3 +479,27 @@ def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module("torch_svm", run_name="__main__")
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("fmt", ["npz", "folder"])
+def test_images_and_keras_names_are_rows_of_the_same_map(tmp_path, fmt):
+    """Keras' mnist.npz layout (x_train (N, H, W), y_train, x_test, y_test): the same data set as
+    the flattened (N, D) file under the usual names, bit for bit, read as views of the map;
+    the sample shape becomes the image shape the weight templates are drawn in."""
+    X, y = _arrays()
+    images = np.ascontiguousarray(X[:, :6]).reshape(N, 2, 3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    named = load_arrays(_save(tmp_path / "a", fmt, x_train=images[:200], y_train=y[:200],
+                              x_test=images[200:], y_test=y[200:]))
+    flat = load_arrays(_save(tmp_path / "b", fmt, X=X[:200, :6], y=y[:200], X_test=X[200:, :6],
+                             y_test=y[200:]))
+    assert named.image_shape == (2, 3, 1) and flat.image_shape == (1, 6, 1)
+    assert named.sample_shape == (2, 3) and flat.sample_shape is None
+    for split in SPLITS:
+        assert named.num_examples(split) == flat.num_examples(split)
+        (a, ya), = named.features(split, chunk_rows=10**6)
+        (b, yb), = flat.features(split, chunk_rows=10**6)
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    rgb = load_arrays(_save(tmp_path, "npz", X=np.ascontiguousarray(X[:, :6]).reshape(N, 1, 2, 3), y=y))
+    assert rgb.image_shape == (1, 2, 3)                        # (H, W, C) with C = 3

@@ -141,6 +141,27 @@ def test_cli_train_data_path_out_and_evaluate_reproduces(tmp_path, digits_file, 
     assert code == 0 and json.loads(stdout)["accuracy"] == report["test_accuracy"]
 
 
+def test_cli_images_in_keras_layout_train_draw_templates_and_evaluate(tmp_path, capsys):
+    """x_train (N, 8, 8, 1) uint8 under Keras' names: trained as the flattened file would be,
+    the checkpoint records the image shape, --out holds the class templates (a row of plain
+    features gets none: the twin in test_cli_train_data_path_out_and_evaluate_reproduces)."""
+    images, labels, _ = read_digits()
+    path = tmp_path / "mnist_like.npz"
+    np.savez(path, x_train=images[:1497], y_train=labels[:1497], x_test=images[1497:],
+             y_test=labels[1497:])
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "--data", str(path), "--iters", "200", "--device",
+                              "cpu", "--out", str(out), "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["test_accuracy"] > 0.9
+    assert sorted(p.name for p in out.iterdir()) == ["loss.png", "metrics.json", "model.pt",
+                                                     "weights.png"]
+    assert load_checkpoint(out / "model.pt")[1]["image_shape"] == [8, 8, 1]
+    code, stdout, _ = run_cli(capsys, "evaluate", str(out / "model.pt"), "--json")
+    assert code == 0 and json.loads(stdout)["accuracy"] == report["test_accuracy"]
+
+
 def test_cli_standardize_is_recorded_and_reapplied(tmp_path, digits_file, capsys):
     """The scale a run standardized with is the one evaluate applies (and --no-standardize
     records none): on unscaled inputs the same W predicts other labels (the twin)."""

@@ -4,7 +4,10 @@ Layout. ``X: (N, D)`` real floating or integer numbers and ``y: (N,)`` integer l
 ``[0, C)``; optionally ``X_val``/``y_val`` and ``X_test``/``y_test`` (else those splits are
 drawn from the rows of X with ``seed``), and ``class_names`` (a 1-D array of strings). In a
 ``.npz`` they are members (``np.savez(path, X=X, y=y)``); in a folder, files ``X.npy``,
-``y.npy``, ... Any other name is refused, so that a typo (``X_valid``) is not silently ignored.
+``y.npy``, ... Keras' names are understood too (``x_train``, ``y_train``, ``x_test``,
+``y_test``: :data:`~torch_svm.datafile.ALIASES`); any other name is refused, so that a typo
+(``X_valid``) is not silently ignored. Images ``X: (N, H, W)`` or ``(N, H, W, C)`` (C order)
+are read as rows ``(N, H W C)`` of the same map, and the weight templates drawn as images.
 The files are mapped read-only by :mod:`torch_svm.npymap` (uncompressed members only; no
 pickles) and checked by :mod:`torch_svm.datafile` in one streaming pass (layout, finite X,
 labels in ``[0, C)``), which also takes the train rows' mean :math:`\mu` and standard
@@ -116,6 +119,7 @@ class ArrayDataset:
     mean_square_norm: float                     # E ||x~||^2 of a train input row
     bias: bool
     config: ArrayConfig                         # with every count filled in
+    sample_shape: Optional[Tuple[int, ...]]     # X's (d1, d2, ...) when it was (N, d1, d2, ...)
     _splits: Dict[str, SplitRows] = field(repr=False)
 
     @property
@@ -129,7 +133,12 @@ class ArrayDataset:
 
     @property
     def image_shape(self) -> Tuple[int, int, int]:
-        """``(1, D, 1)``: a row is no image; named as :class:`~torch_svm.data.Dataset` does."""
+        """``(H, W, C)`` when X held images, ``(N, H, W)`` or ``(N, H, W, C)`` with C 1 or 3
+        (so a template reshapes to a picture, as in :class:`~torch_svm.data.Dataset`); else
+        ``(1, D, 1)``: a row is no image."""
+        s = self.sample_shape
+        if s is not None and (len(s) == 2 or (len(s) == 3 and s[2] in (1, 3))):
+            return (s[0], s[1], s[2] if len(s) == 3 else 1)
         return (1, self.num_features - self.bias, 1)
 
     @property
@@ -285,7 +294,7 @@ def load_arrays(path: Union[str, Path], config: Optional[ArrayConfig] = None) ->
     if not isinstance(config, ArrayConfig):
         raise TypeError(f"config must be an ArrayConfig, got {type(config).__name__}")
     path = Path(path)
-    arrays, class_names = open_data_file(path)
+    arrays, class_names, sample_shape = open_data_file(path)
     splits, config = _make_splits(arrays, config)
     moments, num_classes = scan(arrays, splits, chunk_bytes=config.chunk_bytes,
                                 check_finite=config.check_finite, num_classes=config.num_classes)
@@ -294,8 +303,8 @@ def load_arrays(path: Union[str, Path], config: Optional[ArrayConfig] = None) ->
         raise DataFormatError(f"{path}: class_names must name the {num_classes} classes, got "
                               f"{len(names)}: {list(names)}")
     return ArrayDataset(name=str(path), class_names=tuple(names), **_preprocessing(moments, config),
-                        bias=config.bias,
-                        config=replace(config, num_classes=num_classes), _splits=splits)
+                        bias=config.bias, config=replace(config, num_classes=num_classes),
+                        sample_shape=sample_shape, _splits=splits)
 
 
 def _make_splits(arrays: Dict[str, MappedArray], config: ArrayConfig

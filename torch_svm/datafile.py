@@ -13,7 +13,7 @@ data set on them.
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -23,13 +23,18 @@ from torch_svm.errors import DataFormatError
 from torch_svm.npymap import MappedArray, open_folder, open_npz, release
 from torch_svm.utils import check_memory
 
-__all__ = ["MEMBERS", "SplitRows", "open_data_file", "scan"]
+__all__ = ["MEMBERS", "ALIASES", "MAX_CLASSES", "SplitRows", "open_data_file", "scan"]
 
 #: Labels at or above this are refused (C = the largest label + 1 sets the width of W).
 MAX_CLASSES = 1 << 24
 
 #: The arrays a data file may hold; any other name is refused.
 MEMBERS = ("X", "y", "X_val", "y_val", "X_test", "y_test", "class_names")
+
+#: Other names for them, as other tools save data sets (Keras' ``mnist.npz``: ``x_train``,
+#: ``y_train``, ``x_test``, ``y_test``); a file may use one name per array.
+ALIASES = {"x": "X", "X_train": "X", "x_train": "X", "y_train": "y", "x_val": "X_val",
+           "x_test": "X_test"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,17 +51,23 @@ class SplitRows:
         return self.rows[pos] if self.rows is not None else pos
 
 
-def open_data_file(path: Path) -> Tuple[Dict[str, MappedArray], Optional[Tuple[str, ...]]]:
-    """The arrays of ``path`` (an ``.npz`` or a folder of ``.npy``) mapped, their layout
-    checked; returns them and the file's class names (None when it has none)."""
+def open_data_file(path: Path) -> Tuple[Dict[str, MappedArray], Optional[Tuple[str, ...]],
+                                         Optional[Tuple[int, ...]]]:
+    """The arrays of ``path`` (an ``.npz`` or a folder of ``.npy``) mapped, under their
+    :data:`MEMBERS` names, their layout checked; returns them, the file's class names (None
+    when it has none) and the shape of one sample when X has more than two dimensions
+    (images ``(N, H, W)`` or ``(N, H, W, C)``: flattened to rows as views, None otherwise)."""
+    allowed = MEMBERS + tuple(ALIASES)
     if path.is_dir():
-        arrays = open_folder(path, MEMBERS)
+        arrays = open_folder(path, allowed)
     elif path.is_file():
-        arrays = open_npz(path, MEMBERS) if zipfile.is_zipfile(path) else _not_npz(path)
+        arrays = open_npz(path, allowed) if zipfile.is_zipfile(path) else _not_npz(path)
     else:
         raise FileNotFoundError(f"data {str(path)!r} does not exist; expected an .npz file or a "
                                 f"folder of .npy files (X.npy, y.npy, ...)")
-    return arrays, _check_arrays(path, arrays)
+    arrays = _canonical_names(path, arrays)
+    sample_shape = _flatten_samples(path, arrays)
+    return arrays, _check_arrays(path, arrays), sample_shape
 
 
 def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_bytes: int,
@@ -135,6 +146,40 @@ def _not_npz(path: Path) -> Dict[str, MappedArray]:
             "folder)" if path.suffix == ".npy" else "")
     raise DataFormatError(f"{path}: not an .npz (zip) archive; expected an .npz written by "
                           f"np.savez or a folder of .npy files{hint}")
+
+
+def _canonical_names(path: Path, arrays: Dict[str, MappedArray]) -> Dict[str, MappedArray]:
+    """The arrays under their :data:`MEMBERS` names; two names for one array are refused."""
+    out: Dict[str, MappedArray] = {}
+    given: Dict[str, str] = {}
+    for name, m in arrays.items():
+        member = ALIASES.get(name, name)
+        if member in out:
+            raise DataFormatError(f"{path}: {given[member]!r} and {name!r} both name the array "
+                                  f"{member}; keep one")
+        out[member], given[member] = m, name
+    return out
+
+
+def _flatten_samples(path: Path, arrays: Dict[str, MappedArray]) -> Optional[Tuple[int, ...]]:
+    """X, X_val and X_test of more than two dimensions, ``(N, d1, d2, ...)``, as ``(N, d1 d2
+    ...)`` views of the same map (C order only: a Fortran-order array would be copied whole);
+    returns X's sample shape ``(d1, d2, ...)``, or None when X is 2-D."""
+    present = [n for n in ("X", "X_val", "X_test") if n in arrays]
+    shapes = {n: arrays[n].array.shape[1:] for n in present}
+    if not any(len(s) >= 2 for s in shapes.values()):
+        return None
+    if len(set(shapes.values())) > 1:
+        raise DataFormatError(f"{path}: {', '.join(present)} must hold samples of one shape, got "
+                              + ", ".join(f"{n} {arrays[n].array.shape}" for n in present))
+    for n in present:
+        m = arrays[n]
+        if not m.array.flags.c_contiguous:
+            raise DataFormatError(f"{m.where}: an array of shape {m.array.shape} in Fortran order "
+                                  f"cannot be read as rows without copying it whole; save it in "
+                                  f"C order (np.ascontiguousarray) or as (N, D)")
+        arrays[n] = replace(m, array=m.array.reshape(len(m.array), int(np.prod(shapes[n]))))
+    return shapes["X"] if "X" in shapes else None
 
 
 def _check_arrays(path: Path, arrays: Dict[str, MappedArray]) -> Optional[Tuple[str, ...]]:

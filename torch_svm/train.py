@@ -400,8 +400,9 @@ def save_run(out: Union[str, Path], data: Union[Dataset, ArrayDataset], result: 
              metrics: Dict[str, Any]) -> List[Path]:
     """Write a run into the folder ``out``: ``model.pt`` (:func:`torch_svm.model.save_checkpoint`
     with :func:`torch_svm.model.checkpoint_metadata`), ``metrics.json`` (``metrics`` plus the
-    loss history), ``loss.png`` and, for the image data sets (digits, CIFAR-10; a row of
-    your own features is no image), ``weights.png``, each atomically. Returns the paths."""
+    loss history), ``loss.png`` and, when rows are images (digits, CIFAR-10, a data file whose
+    X is ``(N, H, W)`` or ``(N, H, W, C)``; a row of features is no image), ``weights.png``,
+    each atomically. Returns the paths."""
     from torch_svm.plots import plot_loss, plot_weights
     from torch_svm.utils import atomic_write_json
 
@@ -414,7 +415,7 @@ def save_run(out: Union[str, Path], data: Union[Dataset, ArrayDataset], result: 
         plot_loss(result.loss_history, folder / "loss.png",
                   title=f"{Path(data.name).name}: lr={c.lr:g}, reg={c.reg:g}, batch {c.batch_size}"),
     ]
-    if isinstance(data, Dataset) and data.name in DATASETS:
+    if data.image_shape[0] > 1:    # rows are images: (1, D, 1) is a row of features
         paths.append(plot_weights(result.model.W, data.image_shape, data.class_names,
                                   folder / "weights.png", bias=data.bias))
     return paths

@@ -126,9 +126,10 @@ def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "dig
     p.add_argument("--data", default=default_data, metavar="{digits,cifar10,PATH}",
                    help="data set: digits is embedded (8x8, 10 classes); cifar10 needs "
                         "--data-dir; PATH is your own: an .npz (np.savez, uncompressed) or a "
-                        "folder of .npy files holding X (N, D) and y (N,) labels 0..C-1, "
-                        "optionally X_val/y_val, X_test/y_test (else 10 %% of X each, drawn "
-                        "with seed 0) and class_names; memory-mapped, never loaded whole"
+                        "folder of .npy files holding X (N, D) (or images (N, H, W[, C])) "
+                        "and y (N,) labels 0..C-1, optionally X_val/y_val, X_test/y_test (else "
+                        "10 %% of X each, drawn with seed 0) and class_names; Keras' x_train/"
+                        "y_train/x_test/y_test names too; memory-mapped, never loaded whole"
                    + ("" if default_data else " (default: the checkpoint's)"))
     if default_data:        # evaluate preprocesses as the checkpoint says
         p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
