@@ -220,3 +220,13 @@ def test_cli_data_errors_are_one_line_exit_2(tmp_path, digits_file, capsys, argv
         assert code == 2 and stdout == "" and len(err) == 1, err
         assert err[0].startswith(f"torch-svm {command}: error: ") and \
             __import__("re").search(message, err[0]), err[0]
+
+
+def test_long_passes_over_a_file_show_progress_and_json_stays_quiet(digits_file, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_SVM_PROGRESS", "1")          # as if stderr were a terminal
+    code, _, err = run_cli(capsys, "train", "--data", str(digits_file), "--iters", "5", "--device", "cpu")
+    text = "\n".join(err)
+    assert code == 0 and "scan:" in text and "test accuracy:" in text and "val accuracy:" in text
+    code, _, err = run_cli(capsys, "train", "--data", str(digits_file), "--iters", "5", "--device", "cpu",
+                           "--json")
+    assert code == 0 and not any("scan:" in line or "accuracy:" in line for line in err)

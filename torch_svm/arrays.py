@@ -274,7 +274,8 @@ class ArrayDataset:
 # ----------------------------------------------------------------------------- entry point
 
 
-def load_arrays(path: Union[str, Path], config: Optional[ArrayConfig] = None) -> ArrayDataset:
+def load_arrays(path: Union[str, Path], config: Optional[ArrayConfig] = None, *,
+                progress: bool = False) -> ArrayDataset:
     """Map the arrays of ``path`` (an ``.npz`` or a folder of ``.npy``), check them, split them.
 
     One streaming pass over each array checks it (and takes the train rows' mean and
@@ -284,6 +285,7 @@ def load_arrays(path: Union[str, Path], config: Optional[ArrayConfig] = None) ->
         path: an ``.npz`` written by ``np.savez`` (not ``np.savez_compressed``), or a folder
             holding ``X.npy`` and ``y.npy`` (and optionally ``X_val.npy``, ...).
         config: splits, centring, bias, dtype, seed; default :class:`ArrayConfig()`.
+        progress: a progress bar over the rows of the streaming pass (on stderr).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -297,7 +299,8 @@ def load_arrays(path: Union[str, Path], config: Optional[ArrayConfig] = None) ->
     arrays, class_names, sample_shape = open_data_file(path)
     splits, config = _make_splits(arrays, config)
     moments, num_classes = scan(arrays, splits, chunk_bytes=config.chunk_bytes,
-                                check_finite=config.check_finite, num_classes=config.num_classes)
+                                check_finite=config.check_finite, num_classes=config.num_classes,
+                                progress=progress)
     names = config.class_names or class_names or tuple(str(c) for c in range(num_classes))
     if len(names) != num_classes:
         raise DataFormatError(f"{path}: class_names must name the {num_classes} classes, got "

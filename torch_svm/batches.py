@@ -29,6 +29,7 @@ from torch_svm.arrays import SPLITS, ArrayDataset
 from torch_svm.data import Dataset
 from torch_svm.distributed import all_reduce_sum, current_world
 from torch_svm.losses import validate_svm_inputs
+from torch_svm.utils import progress as progress_bar
 
 __all__ = ["MemoryBatches", "MappedBatches", "batch_source", "batch_indices", "accuracy",
            "SAMPLINGS"]
@@ -123,20 +124,23 @@ def batch_indices(n: int, batch_size: int, iters: int, *, sampling: str = "repla
 
 
 @torch.no_grad()
-def accuracy(model, data: Union[Dataset, ArrayDataset], split: str) -> float:
+def accuracy(model, data: Union[Dataset, ArrayDataset], split: str, *, progress: bool = False) -> float:
     """The fraction of ``split``'s rows that ``model`` (a :class:`~torch_svm.model.LinearSVM`,
     untyped here: model.py imports this module) predicts right, computed on W's device; NaN
     for an empty split.
 
     In a process group (:mod:`torch_svm.distributed`) each process counts its share of the
     rows and the counts are summed, so every process returns the whole split's accuracy.
+    ``progress``: a progress bar over the rows streamed from a data file's map.
     """
     world, device = current_world(), model.W.device
     counts = torch.zeros(2, dtype=torch.int64, device=device)   # correct, seen
     if isinstance(data, ArrayDataset):
         lo, hi = world.share(data.num_examples(split))
-        for X, y in data.features(split, start=lo, stop=hi, device=device):
-            counts[0] += (model.predict(X) == y).sum()
+        with progress_bar(total=hi - lo, desc=f"{split} accuracy", unit="row", enabled=progress) as bar:
+            for X, y in data.features(split, start=lo, stop=hi, device=device):
+                counts[0] += (model.predict(X) == y).sum()
+                bar.update(len(y))
         counts[1] = hi - lo
     else:
         if split not in SPLITS:

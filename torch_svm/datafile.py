@@ -22,6 +22,7 @@ import numpy as np
 from torch_svm.errors import DataFormatError
 from torch_svm.npymap import MappedArray, open_folder, open_npz, release
 from torch_svm.utils import check_memory
+from torch_svm.utils import progress as progress_bar
 
 __all__ = ["MEMBERS", "ALIASES", "MAX_CLASSES", "SplitRows", "open_data_file", "scan"]
 
@@ -71,22 +72,24 @@ def open_data_file(path: Path) -> Tuple[Dict[str, MappedArray], Optional[Tuple[s
 
 
 def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_bytes: int,
-         check_finite: bool, num_classes: Optional[int]
+         check_finite: bool, num_classes: Optional[int], progress: bool = False
          ) -> Tuple[Tuple[np.ndarray, np.ndarray], int]:
     """One streaming pass over the rows the splits use, ``chunk_bytes`` (as float64) at a time:
     X finite (unless ``check_finite`` is False), labels >= 0 (and < ``num_classes`` when given),
-    the train rows' moments. Returns ``((mean, variance), C)``, each moment ``(D,)`` float64,
-    and C ``num_classes`` or the largest label + 1."""
+    the train rows' moments (a progress bar over the rows when ``progress``). Returns
+    ``((mean, variance), C)``, each moment ``(D,)`` float64, and C ``num_classes`` or the
+    largest label + 1."""
     train = splits["train"]
     D = train.X.array.shape[1]
     step = max(1, chunk_bytes // (8 * D))
     total, squares, shift = np.zeros(D), np.zeros(D), None  # sum, sum of (x - shift)^2
     top = -1
-    for split in ("train", "val", "test"):
-        s = splits[split]
-        if split != "train" and s.X is train.X:
-            continue  # drawn from X: scanned with train
-        used = len(s.X.array) if s.rows is not None else s.size  # rows of the file array to read
+    scanned = [splits[n] for n in ("train", "val", "test")
+               if n == "train" or splits[n].X is not train.X]       # drawn from X: with train
+    used_rows = {id(s): len(s.X.array) if s.rows is not None else s.size for s in scanned}
+    bar = progress_bar(total=sum(used_rows.values()), desc="scan", unit="row", enabled=progress)
+    for s in scanned:
+        used = used_rows[id(s)]                                     # rows of the file array to read
         finite = check_finite and s.X.array.dtype.kind == "f"
         for r0 in range(0, used, step):
             r1 = min(r0 + step, used)
@@ -95,7 +98,7 @@ def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_
                 bad = r0 + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
                 raise DataFormatError(f"{s.X.where}: row {bad} holds NaN or inf; the SVM trains "
                                       f"on finite numbers only")
-            if split == "train":
+            if s is train:
                 if s.rows is not None:
                     lo, hi = np.searchsorted(s.rows, (r0, r1))
                     chunk = chunk[s.rows[lo:hi] - r0]              # the train rows among them
@@ -104,6 +107,7 @@ def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_
                     total += chunk.sum(axis=0, dtype=np.float64)
                     squares += np.square(chunk - shift).sum(axis=0)
             release(s.X, r0, r1)
+            bar.update(r1 - r0)
         labels = s.y.array[:used]
         for r0 in range(0, used, 1 << 20):
             part = labels[r0:r0 + (1 << 20)]
@@ -124,6 +128,7 @@ def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_
                                       f"{part[bad - r0]} at row {bad}; map them to 0..C-1 first "
                                       f"(np.unique(y, return_inverse=True))")
             top = max(top, int(part.max()))
+    bar.close()    # (on an error, tqdm closes it when the frame is dropped)
     num_classes = top + 1 if num_classes is None else num_classes
     if num_classes < 2:
         raise DataFormatError(f"{arrays['y'].where}: labels must name at least 2 classes, got "

@@ -267,7 +267,7 @@ class Evaluation:
 def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
                         dataset: Optional[str] = None, data_dir: Union[str, Path, None] = None,
                         sizes: Optional[Dict[str, int]] = None, device: str = "cpu",
-                        download: bool = False) -> Evaluation:
+                        download: bool = False, progress: bool = False) -> Evaluation:
     """Load a checkpoint and measure its accuracy on a split of its data set.
 
     Args:
@@ -279,6 +279,7 @@ def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
         sizes: ``num_train`` / ``num_val`` / ``num_test`` overriding the checkpoint's own
             split sizes (which are the default when ``dataset`` is the checkpoint's).
         device: where to compute.
+        progress: progress bars over a data file's rows (its scan, then the split).
 
     A data file is read with the checkpoint's ArrayConfig (its splits, when it is the same
     file) and preprocessed with the checkpoint's own mean and scale; its split is streamed.
@@ -290,9 +291,9 @@ def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
                               f"pass dataset (--data)")
     saved = metadata.get("data_config") if isinstance(metadata.get("data_config"), dict) else {}
     if name not in DATASETS:
-        data = _checkpoint_arrays(model, metadata, name, saved, sizes or {}, path)
+        data = _checkpoint_arrays(model, metadata, name, saved, sizes or {}, path, progress)
         return Evaluation(dataset=name, split=split, n=data.num_examples(split),
-                          accuracy=accuracy(model, data, split))
+                          accuracy=accuracy(model, data, split, progress=progress))
     fields = {k: saved[k] for k in ("num_train", "num_val", "num_test", "dtype") if k in saved}
     if name != metadata.get("dataset"):
         fields = {}                 # the saved split sizes belong to another data set
@@ -309,7 +310,7 @@ def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
 
 def _checkpoint_arrays(model: LinearSVM, metadata: Dict[str, Any], name: str,
                        saved: Dict[str, Any], sizes: Dict[str, Optional[int]],
-                       path: Union[str, Path]) -> ArrayDataset:
+                       path: Union[str, Path], progress: bool = False) -> ArrayDataset:
     """The data file ``name`` as the checkpoint's model expects it: its saved ArrayConfig (the
     split sizes and seed only when ``name`` is the checkpoint's own file), ``sizes``
     overriding, and the checkpoint's mean and scale in place of the file's."""
@@ -325,7 +326,7 @@ def _checkpoint_arrays(model: LinearSVM, metadata: Dict[str, Any], name: str,
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {shown!r} has a bad data_config: "
                               f"{clip(str(exc), 200)}") from None
-    data = load_arrays(name, config)
+    data = load_arrays(name, config, progress=progress)
     names = metadata.get("class_names")
     if (tuple(names) if isinstance(names, (list, tuple)) else names) != data.class_names \
             or metadata.get("bias") != data.bias or model.num_features != data.num_features:

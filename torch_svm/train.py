@@ -376,8 +376,9 @@ def train(data: Union[Dataset, ArrayDataset], config: Optional[TrainConfig] = No
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     return TrainResult(model=model, config=config, loss_history=history,
-                       train_accuracy=accuracy(model, source.data, "train"),
-                       val_accuracy=accuracy(model, source.data, "val"), seconds=seconds,
+                       train_accuracy=accuracy(model, source.data, "train", progress=progress),
+                       val_accuracy=accuracy(model, source.data, "val", progress=progress),
+                       seconds=seconds,
                        cpu_seconds=cpu_seconds, threads=threads, world_size=world.size)
 
 

@@ -161,6 +161,6 @@ def tune(data: Union[Dataset, ArrayDataset], config: Optional[TuneConfig] = None
             best_row, best_result = row, result
     if best_result is None:
         raise last_error
-    test_accuracy = accuracy(best_result.model, data, "test")
+    test_accuracy = accuracy(best_result.model, data, "test", progress=progress)
     return TuneResult(table=table, best=best_row, best_result=best_result,
                       test_accuracy=test_accuracy, seconds=time.perf_counter() - start)

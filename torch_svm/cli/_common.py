@@ -248,7 +248,8 @@ def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any
     name = name or args.data
     check_data_flags(args, name)
     if name not in DATASETS:
-        return load_arrays(name, ArrayConfig(**fields, standardize=args.standardize is not False))
+        return load_arrays(name, ArrayConfig(**fields, standardize=args.standardize is not False),
+                           progress=not getattr(args, "json", False) and os.environ.get("RANK", "0") == "0")
     return load_dataset(name, args.data_dir, DataConfig(**fields), download=args.download)
 
 

@@ -32,7 +32,7 @@ def run(args) -> int:
         result = evaluate_checkpoint(
             args.checkpoint, split=args.split, dataset=args.data, data_dir=args.data_dir,
             sizes={"num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test},
-            device=args.device, download=args.download)
+            device=args.device, download=args.download, progress=not args.json and world.main)
     if not world.main:
         return 0
     out = {"checkpoint": args.checkpoint, "data": result.dataset, "split": result.split,

@@ -59,7 +59,7 @@ def run(args) -> int:
     data = load_data(args)
     with process_group(config.device) as world:   # torchrun: K processes, one model
         result = train(data, config, progress=not args.json and world.main)
-        test_accuracy = accuracy(result.model, data, "test")
+        test_accuracy = accuracy(result.model, data, "test", progress=not args.json and world.main)
     if not world.main:
         return 0
     metrics = {**summary(data, result), "test_accuracy": test_accuracy, "seconds": result.seconds,
