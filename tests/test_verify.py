@@ -225,6 +225,17 @@ def test_wrong_returns_are_named(out, words):
         parse_output(out, (2, 2), "f")
 
 
+def test_swapped_and_transposed_returns_say_so():
+    with pytest.raises(UserCodeError, match=re.escape("returned (dW, loss): the assignment's order is (loss, dW)")):
+        parse_output((np.ones((2, 3)), 1.5), (2, 3), "f")
+    with pytest.raises(UserCodeError, match=re.escape("(W.T's shape: is dW transposed?)")):
+        parse_output((1.5, np.ones((3, 2))), (2, 3), "f")
+    with pytest.raises(UserCodeError) as info:                  # another shape: no guess
+        parse_output((1.5, np.ones((4, 2))), (2, 3), "f")
+    assert "transposed" not in str(info.value)
+    assert parse_output((1.5, np.ones((2, 3))), (2, 3), "f").loss == 1.5
+
+
 def test_float128_is_judged_in_float64_and_said(digits):
     report = judge(mutants.correct_longdouble, digits)
     assert report.passed and report.output_dtype == "float64"

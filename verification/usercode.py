@@ -276,12 +276,16 @@ def parse_output(out: Any, shape: Tuple[int, ...], name: str) -> Returned:
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise UserCodeError(f"{name} must return (loss, dW), got {describe(out)}")
     loss, dW = out
+    if tuple(getattr(loss, "shape", ())) == tuple(shape) and (
+            isinstance(dW, (int, float)) or tuple(getattr(dW, "shape", (0,))) in ((), (1,))):
+        raise UserCodeError(f"{name} returned (dW, loss): the assignment's order is (loss, dW)")
     notes: List[str] = []
     value, loss_type = _loss_value(loss, name, notes)
     grad, dtype = _gradient(dW, name, notes)
     if tuple(grad.shape) != tuple(shape):
+        transposed = " (W.T's shape: is dW transposed?)" if tuple(grad.shape) == tuple(shape)[::-1] else ""
         raise UserCodeError(f"{name} returned dW of shape {tuple(grad.shape)}; it must have W's "
-                            f"shape {tuple(shape)}")
+                            f"shape {tuple(shape)}{transposed}")
     return Returned(loss=value, dW=np.ascontiguousarray(grad), dtype=dtype, loss_type=loss_type,
                     notes=notes)
 
