@@ -86,10 +86,10 @@ def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_
     top = -1
     scanned = [splits[n] for n in ("train", "val", "test")
                if n == "train" or splits[n].X is not train.X]       # drawn from X: with train
-    used_rows = {id(s): len(s.X.array) if s.rows is not None else s.size for s in scanned}
-    bar = progress_bar(total=sum(used_rows.values()), desc="scan", unit="row", enabled=progress)
+    bar = progress_bar(total=sum(_rows_read(s) for s in scanned), desc="scan", unit="row",
+                       enabled=progress)
     for s in scanned:
-        used = used_rows[id(s)]                                     # rows of the file array to read
+        used = _rows_read(s)
         finite = check_finite and s.X.array.dtype.kind == "f"
         for r0 in range(0, used, step):
             r1 = min(r0 + step, used)
@@ -144,6 +144,12 @@ def scan(arrays: Dict[str, MappedArray], splits: Dict[str, SplitRows], *, chunk_
 
 
 # ----------------------------------------------------------------------------- private
+
+
+def _rows_read(s: SplitRows) -> int:
+    """Rows of the file array a scan of split ``s`` reads: all of it when the split's rows are
+    drawn from it, else its first ``size``."""
+    return len(s.X.array) if s.rows is not None else s.size
 
 
 def _not_npz(path: Path) -> Dict[str, MappedArray]:
