@@ -31,7 +31,7 @@ import numpy as np
 _CHILD = r"""
 import json, sys, time
 import numpy as np, torch
-from torch_svm.arrays import ArrayConfig, load_arrays
+from torch_svm.data import DataConfig, load_dataset
 
 def status():
     fields = {}

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_svm import svm_loss_autograd, svm_loss_and_grad, svm_loss
-from torch_svm.utils import auto_threads, resolve_device, resolve_dtype, using_threads
+from torch_svm.device import auto_threads, resolve_device, resolve_dtype, using_threads
 from verification.reference import svm_loss_naive, svm_loss_vectorized
 
 REG = 2.5e4

@@ -81,15 +81,15 @@ def measure(folder: str, iters: int, batch_size: int, device: str, threads: int)
     one); the numbers of rank 0, memory the largest (and summed) over ranks."""
     import torch
 
-    from torch_svm.arrays import load_arrays
-    from torch_svm.batches import accuracy
+    from torch_svm.data import load_dataset
+    from torch_svm.evaluate import accuracy
     from torch_svm.distributed import all_reduce_sum, process_group
     from torch_svm.train import TrainConfig, train
 
     base = _status()
     with process_group(device) as world:
         start = time.perf_counter()
-        data = load_arrays(folder)
+        data = load_dataset(folder)
         load_seconds = time.perf_counter() - start
         result = train(data, TrainConfig(iters=iters, batch_size=batch_size, device=device,
                                          threads=threads))

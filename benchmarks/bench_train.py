@@ -52,7 +52,8 @@ import torch
 
 from torch_svm.data import Dataset, load_dataset
 from torch_svm.train import DEFAULT_HYPERS, TrainConfig, train
-from torch_svm.utils import cpu_cores, jsonable
+from torch_svm.device import cpu_cores
+from torch_svm.files import jsonable
 
 BATCH = 200
 METHODS = ("numpy", "torch", "sklearn")
@@ -129,8 +130,8 @@ Run = Callable[[], Outcome]
 
 
 def _numpy_run(data: Dataset, dtype, iters: int, blas_threads: Optional[int]) -> Run:
-    X, y = data.X_train.numpy().astype(dtype, copy=False), data.y_train.numpy()
-    Xv, yv = data.X_val.numpy().astype(dtype, copy=False), data.y_val.numpy()
+    X, y = data.tensors("train")[0].numpy().astype(dtype, copy=False), data.tensors("train")[1].numpy()
+    Xv, yv = data.tensors("val")[0].numpy().astype(dtype, copy=False), data.tensors("val")[1].numpy()
     lr, reg = DEFAULT_HYPERS[data.name]
 
     def run():
@@ -149,8 +150,8 @@ def _torch_run(data: Dataset, iters: int, device: str, **config) -> Run:
 
 
 def _sklearn_run(data: Dataset, estimator) -> Run:
-    X, y = data.X_train.numpy(), data.y_train.numpy()
-    Xv, yv = data.X_val.numpy(), data.y_val.numpy()
+    X, y = data.tensors("train")[0].numpy(), data.tensors("train")[1].numpy()
+    Xv, yv = data.tensors("val")[0].numpy(), data.tensors("val")[1].numpy()
 
     def run():
         with warnings.catch_warnings(record=True) as caught:

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_svm.arrays import ArrayConfig, load_arrays
-from torch_svm.data import read_digits
+from torch_svm.data import DataConfig, load_dataset
+from torch_svm.data.load import read_digits
 from torch_svm.train import TrainConfig, train
 
 GAINS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -65,7 +65,7 @@ def feature_sets(cifar: str | None) -> dict:
             "wine": load_wine(return_X_y=True), "breast_cancer": load_breast_cancer(return_X_y=True),
             "probe": probe()}
     if cifar:
-        from torch_svm.cifar10 import read_cifar10
+        from torch_svm.data.cifar10 import read_cifar10
 
         X, y, _, _, _ = read_cifar10(cifar)
         sets["cifar10"] = (X.reshape(len(X), -1), y)

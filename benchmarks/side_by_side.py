@@ -36,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import mutants  # noqa: E402
 
-from torch_svm.data import DataConfig, load_dataset, read_digits  # noqa: E402
+from torch_svm.data import DataConfig, load_dataset
+from torch_svm.data.load import read_digits  # noqa: E402
 from verification.verify import default_points, verify  # noqa: E402
 
 IMPLEMENTATIONS = ("correct_vectorized", "correct_ge_kink", "reg_grad_halved", "mask_after_clamp",
@@ -93,7 +94,7 @@ def grad_check_sparse_passes(fn, W, X, y, num_checks=10, h=1e-5, threshold=1e-7)
 def inputs():
     """``{name: (X (N, D) float64 tensor, y, W (D, C) float64 tensor)}``."""
     ds = load_dataset("digits", config=DataConfig(dtype="float64"))
-    X, y = ds.X_dev, ds.y_dev
+    X, y = ds.tensors("dev")[0], ds.tensors("dev")[1]
     points = default_points(X, y, 10)
     images, labels, _ = read_digits()
     g = torch.Generator().manual_seed(0)

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from torch_svm.arrays import ArrayConfig, load_arrays
-from torch_svm.data import read_digits
+from torch_svm.data import DataConfig, load_dataset
+from torch_svm.data.load import read_digits
 from torch_svm.distributed import World, current_world, process_group
 from torch_svm.errors import UsageError
-from torch_svm.model import load_checkpoint
+from torch_svm.checkpoint import load_checkpoint
 from torch_svm.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,7 +89,7 @@ def test_two_gloo_processes_train_the_single_process_model(tmp_path):
     argv = ["train", "--data", str(folder), "--num-train", "1408", "--dtype", "float64",
             "--threads", "1", "--out", str(out), "--json"]
     argv += [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    data = load_arrays(folder, ArrayConfig(num_train=1408, dtype="float64", standardize=True))
+    data = load_dataset(folder, config=DataConfig(num_train=1408, dtype="float64", standardize=True))
     alone = train(data, TrainConfig(**flags))               # also warms up this process
     port = _free_port()
     context = multiprocessing.get_context("fork")

@@ -25,8 +25,9 @@ from typing import Callable, Dict, Tuple
 import numpy as np
 import pytest
 
-from torch_svm.cifar10 import read_cifar10
-from torch_svm.utils import atomic_directory, clipped_repr
+from torch_svm.data.cifar10 import read_cifar10
+from torch_svm.errors import FileAccessError, clipped_repr
+from torch_svm.files import atomic_directory
 
 # ----------------------------------------------------------------------------- pickle opcodes
 # Protocol 2 as Python 2's cPickle wrote the official files; numpy globals under numpy.core.
@@ -321,7 +322,7 @@ _CLI_CASE = "setstate-hidden-object-in-meta"
 
 _WORKER = r"""
 import json, resource, sys, tracemalloc
-from torch_svm.cifar10 import read_cifar10
+from torch_svm.data.cifar10 import read_cifar10
 from torch_svm.cli import main
 
 # A regression to a memory bomb should fail fast here, not take the machine's memory.
@@ -498,7 +499,7 @@ def test_atomic_directory_leaves_the_folder_on_error(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert _contents(out) == {"a": "old"} and _siblings(out) == []  # the old folder put back
     (tmp_path / "file").write_text("")
-    with pytest.raises(NotADirectoryError, match="file.*is not a folder"):
+    with pytest.raises(FileAccessError, match="file.*is not a folder"):
         with atomic_directory(tmp_path / "file"):
             pass
 

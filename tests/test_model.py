@@ -7,8 +7,10 @@ import torch
 from conftest import run_cli
 
 from torch_svm.data import load_dataset
-from torch_svm.model import (CheckpointError, LinearSVM, checkpoint_metadata, evaluate_checkpoint,
-                             load_checkpoint, save_checkpoint)
+from torch_svm.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
+from torch_svm.errors import CheckpointError
+from torch_svm.evaluate import evaluate_checkpoint
+from torch_svm.model import LinearSVM
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def test_evaluate_checkpoint_from_python_matches_the_model(tmp_path, digits):
     W = torch.randn(digits.num_features, digits.num_classes, generator=torch.Generator().manual_seed(0))
     path = _save(tmp_path / "m.pt", digits, W)
     result = evaluate_checkpoint(path, split="val")
-    expected = float(((digits.X_val @ W).argmax(1) == digits.y_val).double().mean())
+    expected = float(((digits.tensors("val")[0] @ W).argmax(1) == digits.tensors("val")[1]).double().mean())
     assert (result.dataset, result.split, result.n) == ("digits", "val", 200)
     assert result.accuracy == expected
 

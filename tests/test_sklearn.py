@@ -171,7 +171,7 @@ def test_numpy_integer_hyperparameters_work(iris):
 def test_scikit_learn_stays_optional():
     code = (
         "import sys\n"
-        "import torch_svm, torch_svm.arrays, torch_svm.train, torch_svm.cli\n"
+        "import torch_svm, torch_svm.data, torch_svm.train, torch_svm.cli\n"
         "assert 'sklearn' not in sys.modules, sorted(m for m in sys.modules if 'sklearn' in m)\n"
         "sys.modules['sklearn'] = None  # as if it were not installed\n"
         "try:\n"

@@ -43,7 +43,7 @@ def assignment_grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5):
 @pytest.fixture(scope="module")
 def digits():
     data = load_dataset("digits", config=DataConfig(dtype="float64"))
-    return data.X_dev.numpy(), data.y_dev.numpy()
+    return data.tensors("dev")[0].numpy(), data.tensors("dev")[1].numpy()
 
 
 def small_w(X, seed=0):

@@ -168,7 +168,7 @@ def test_every_cell_is_a_distribution_over_the_configured_draws(dry_run):
 
 def test_the_study_reports_what_an_independent_check_measures(dry_run):
     data = load_dataset("digits", None, DataConfig(dtype="float64"))
-    _, X, y, W = draw_point(data.X_train, data.y_train, data.config.num_dev, 1e-4, 10, seed=1)
+    _, X, y, W = draw_point(data.tensors("train")[0], data.tensors("train")[1], data.config.num_dev, 1e-4, 10, seed=1)
     for h in DRY_RUN["hs"]:
         fd = svm_finite_differences(W, X, y, 0.0, delta=1.0, h=h)
         _, dW = svm_loss_and_grad(W, X, y, 0.0, delta=1.0)
@@ -209,7 +209,7 @@ def test_tf32_runs_on_cuda_only_next_to_float32():
 def test_ties_on_cuda_with_tf32_on_and_off():
     data = load_dataset("digits", None, DataConfig(dtype="float64")).to("cuda")
     before = torch.backends.cuda.matmul.allow_tf32
-    cells = measure_ties(data, precisions=precisions(("float32",), data.X_train.device, True),
+    cells = measure_ties(data, precisions=precisions(("float32",), data.tensors("train")[0].device, True),
                          kinks=(0.0, 1.0), seeds=(0,), config=TrainConfig(lr=1e-3, reg=1.0, iters=10, device="cuda"),
                          init_scale=1e-3, tick=lambda what: None)
     assert [t.precision for t in cells] == ["float32", TF32]

@@ -7,15 +7,17 @@ import pytest
 from conftest import run_cli
 import torch
 
-import torch_svm.utils
+import torch_svm.device
 from torch_svm.cli import _COMMANDS, main
 from torch_svm.cli._common import command_threads
 from torch_svm.data import DataConfig, load_dataset
 from torch_svm.losses import svm_loss_and_grad
-from torch_svm.model import CheckpointError, LinearSVM, load_checkpoint, save_checkpoint
+from torch_svm.checkpoint import load_checkpoint, save_checkpoint
+from torch_svm.errors import CheckpointError
+from torch_svm.model import LinearSVM
 from torch_svm.train import DivergenceError, TrainConfig, batch_indices, train
 from torch_svm.tune import TuneConfig, tune
-from torch_svm.utils import THREAD_GRAIN, auto_threads, set_seed, using_threads
+from torch_svm.device import THREAD_GRAIN, auto_threads, using_threads
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FAST = dict(iters=300, device="cpu")  # enough for digits to pass 0.9
@@ -50,7 +52,7 @@ def test_training_decreases_loss_and_classifies_digits(digits):
     assert len(losses) == 1500
     assert sum(losses[-50:]) / 50 < 0.5 * sum(losses[:10]) / 10
     assert result.train_accuracy > 0.93 and result.val_accuracy > 0.9
-    assert result.model.accuracy(digits.X_test, digits.y_test) > 0.9
+    assert result.model.accuracy(digits.tensors("test")[0], digits.tensors("test")[1]) > 0.9
     assert result.config.lr == 1e-3 and result.config.reg == 1.0  # the digits defaults
 
 
@@ -122,14 +124,14 @@ def test_hand_loop_is_plain_sgd_on_the_minibatches(digits64):
     """The trainer's step (reused minibatch buffers, a short last batch of an epoch, the
     one-pass hand-written gradient handed to torch.optim.SGD) against a plain loop:
     ``X[idx]``, ``svm_loss_and_grad``, ``W -= lr * dW``."""
-    X, y = digits64.X_train, digits64.y_train
+    X, y = digits64.tensors("train")[0], digits64.tensors("train")[1]
     n, iters = len(y), 9
     seen = []
     result = train(digits64, TrainConfig(iters=iters, lr=1e-3, reg=0.5, sampling="epoch",
                                          log_every=1, device="cpu"),
                    callback=lambda it, model, Xb, yb: seen.append((Xb.clone(), yb.clone())))
-    set_seed(0)
-    W = LinearSVM(X.shape[1], 10, dtype=torch.float64).W.detach().clone()
+    W = LinearSVM(X.shape[1], 10, dtype=torch.float64,
+                  generator=torch.Generator().manual_seed(0)).W.detach().clone()
     losses = []
     batches = batch_indices(n, 200, iters, sampling="epoch",
                             generator=torch.Generator().manual_seed(0))
@@ -156,7 +158,7 @@ def test_threads_chosen_from_the_work_size_and_restored(digits):
 
 
 def test_auto_threads_one_for_a_step_every_core_for_a_full_pass(monkeypatch):
-    monkeypatch.setattr(torch_svm.utils, "cpu_cores", lambda: 4)
+    monkeypatch.setattr(torch_svm.device, "cpu_cores", lambda: 4)
     assert auto_threads(0) == 1
     assert auto_threads(200 * 3073 * 10) == 1                  # a CIFAR-10 SGD step
     assert auto_threads(500 * 3073 * 10) == 1                  # verify's CIFAR-10 dev split
@@ -229,8 +231,8 @@ def test_tune_picks_best_val_reports_diverged_and_tests_once(digits, monkeypatch
     ok = [r for r in result.table if not r["diverged"]]
     assert result.best["val_accuracy"] == max(r["val_accuracy"] for r in ok)
     assert result.best_result.config.lr == result.best["lr"]
-    assert seen.count(len(digits.y_test)) == 1                # the test split, once
-    assert result.test_accuracy == accuracy(result.best_result.model, digits.X_test, digits.y_test)
+    assert seen.count(len(digits.tensors("test")[1])) == 1                # the test split, once
+    assert result.test_accuracy == accuracy(result.best_result.model, digits.tensors("test")[0], digits.tensors("test")[1])
 
 
 def test_random_search_stays_in_the_ranges(digits):

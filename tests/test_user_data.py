@@ -1,5 +1,5 @@
-"""Your own data through training and the CLI: ``train(ArrayDataset)`` reads minibatches from
-the memory map and matches the in-memory run bit for bit; ``--data PATH`` for train, tune and
+"""Your own data through training and the CLI: ``train`` on a data file reads minibatches from
+the memory map and matches the run on the same arrays in memory bit for bit; ``--data PATH`` for train, tune and
 evaluate; the default lr / reg for features of any scale."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import run_cli
 
-from torch_svm.arrays import ArrayConfig, ArrayDataset, load_arrays
-from torch_svm.data import read_digits
-from torch_svm.model import load_checkpoint
-from torch_svm.batches import accuracy
+from torch_svm.data import DataConfig, Dataset, from_arrays, load_dataset
+from torch_svm.data.load import read_digits
+from torch_svm.checkpoint import load_checkpoint
+from torch_svm.evaluate import accuracy
 from torch_svm.train import (USER_DECAY, TrainConfig, batch_indices, default_hypers,
                              default_init_scale, train)
 
@@ -35,19 +35,20 @@ def digits_file(tmp_path_factory) -> Path:
 def test_training_from_the_map_is_the_in_memory_run(digits_file, sampling, monkeypatch):
     """Same indices (drawn on the CPU either way), same batches: the same W, bit for bit, and
     the same losses and accuracies; the mapped run reads only the minibatches' rows."""
-    data = load_arrays(digits_file)
+    data = load_dataset(digits_file)
     config = TrainConfig(iters=150, batch_size=128, sampling=sampling, momentum=0.5, seed=2,
                          device="cpu")
-    in_memory = train(data.to_dataset(), config)
+    with np.load(digits_file) as z:
+        in_memory = train(from_arrays(z["X"], z["y"]), config)
     rows = []
-    batch = ArrayDataset.batch
+    batch = Dataset.batch
 
     def counting(self, split, idx, **kwargs):
         rows.append(len(idx))
         return batch(self, split, idx, **kwargs)
 
-    monkeypatch.setattr(ArrayDataset, "batch", counting)
-    monkeypatch.setattr(ArrayDataset, "to_dataset", lambda self: pytest.fail("loaded whole"))
+    monkeypatch.setattr(Dataset, "batch", counting)
+    monkeypatch.setattr(Dataset, "tensors", lambda self, *a, **k: pytest.fail("loaded whole"))
     mapped = train(data, config)
     assert torch.equal(mapped.model.W, in_memory.model.W)
     assert mapped.loss_history == in_memory.loss_history
@@ -65,15 +66,17 @@ def test_default_hypers_follow_the_scale_of_the_features(tmp_path, digits_file):
     file and its in-memory copy; features 1000x larger get a 1e6x smaller lr, a 1e6x larger
     reg and a 1000x smaller init_scale, and train to the same accuracies (with a literal
     init_scale of 0.001 they do not: the twin); the built-in names keep their recipes."""
-    data = load_arrays(digits_file, ArrayConfig(dtype="float64", standardize=False))
-    X = torch.cat([x for x, _ in data.features("train")])
+    data = load_dataset(digits_file, config=DataConfig(dtype="float64", standardize=False))
+    X = data.tensors("train")[0]
     power = float((X ** 2).sum(dim=1).mean())
     lr, reg = default_hypers(data)
     assert lr == pytest.approx(1 / power, rel=0.05) and 2 * lr * reg == pytest.approx(USER_DECAY, rel=0.05)
-    assert default_hypers(data.to_dataset()) == (lr, reg)
+    with np.load(digits_file) as z:
+        same = from_arrays(z["X"], z["y"], config=DataConfig(dtype="float64", standardize=False))
+    assert default_hypers(same) == (lr, reg)
     with np.load(digits_file) as z:
         np.savez(tmp_path / "big.npz", X=z["X"] * 1000.0, y=z["y"])
-    big = load_arrays(tmp_path / "big.npz", ArrayConfig(dtype="float64", standardize=False))
+    big = load_dataset(tmp_path / "big.npz", config=DataConfig(dtype="float64", standardize=False))
     big_lr, big_reg = default_hypers(big)
     assert big_lr == pytest.approx(lr * 1e-6, rel=0.02) and big_reg == pytest.approx(reg * 1e6, rel=0.02)
     assert default_init_scale(big) == pytest.approx(default_init_scale(data) / 1000, rel=0.05)
@@ -83,7 +86,6 @@ def test_default_hypers_follow_the_scale_of_the_features(tmp_path, digits_file):
         assert getattr(runs[1], split) == pytest.approx(getattr(runs[0], split), abs=0.005)
     literal = train(big, TrainConfig(iters=300, device="cpu", init_scale=0.001))
     assert literal.val_accuracy < runs[0].val_accuracy - 0.3
-    from torch_svm.data import load_dataset
     digits = load_dataset("digits")
     assert default_hypers(digits) == (1e-3, 1.0) and default_init_scale(digits) == 0.001
 
@@ -93,7 +95,7 @@ def test_training_and_evaluating_from_the_map_keep_the_resident_set_bounded(tmp_
     """A 160 MiB X (sparse on disk, so quick to make): loading, 50 steps and the train and val
     accuracies (a pass over every row) grow the peak resident set by a few chunks, not by
     the file (test_arrays' twin shows a plain np.load(mmap_mode="r") pass growing by all of it)."""
-    from test_arrays import _peak_growth
+    from test_data_files import _peak_growth
 
     folder = tmp_path / "big"
     folder.mkdir()
@@ -103,10 +105,10 @@ def test_training_and_evaluating_from_the_map_keep_the_resident_set_bounded(tmp_
     X.flush()
     del X
     np.save(folder / "y.npy", np.arange(n) % 3)
-    config = ArrayConfig(chunk_bytes=4 * 2**20, num_test=0)
-    train(load_arrays(digits_file), TrainConfig(iters=5, device="cpu"))  # imports, allocator
+    config = DataConfig(chunk_bytes=4 * 2**20, num_test=0)
+    train(load_dataset(digits_file), TrainConfig(iters=5, device="cpu"))  # imports, allocator
     result = {}
-    growth = _peak_growth(lambda: result.update(run=train(load_arrays(folder, config),
+    growth = _peak_growth(lambda: result.update(run=train(load_dataset(folder, config=config),
                                                           TrainConfig(iters=50, device="cpu"))))
     assert growth < 48, growth                                # measured: 30; without releasing pages: 170
     assert 0 <= result["run"].val_accuracy <= 1
@@ -122,13 +124,13 @@ def test_cli_train_data_path_out_and_evaluate_reproduces(tmp_path, digits_file, 
     assert code == 0
     report = json.loads(stdout)
     assert report["data"] == str(digits_file) and report["world_size"] == 1
-    standardized = load_arrays(digits_file, ArrayConfig(num_train=1200, standardize=True))
+    standardized = load_dataset(digits_file, config=DataConfig(num_train=1200, standardize=True))
     assert (report["lr"], report["reg"]) == default_hypers(standardized)   # the CLI standardizes
     assert report["test_accuracy"] > 0.9
     assert sorted(p.name for p in out.iterdir()) == ["loss.png", "metrics.json", "model.pt"]
     _, meta = load_checkpoint(out / "model.pt")
     assert meta["dataset"] == str(digits_file.resolve())
-    torch.testing.assert_close(meta["feature_scale"], standardized.scale, rtol=0, atol=0)
+    torch.testing.assert_close(meta["feature_scale"], standardized.preprocessing.scale, rtol=0, atol=0)
     assert meta["data_config"]["num_train"] == 1200 and meta["class_names"][0] == "digit 0"
     for split in ("train", "val", "test"):                  # the saved config cuts the same splits
         code, stdout, _ = run_cli(capsys, "evaluate", str(out / "model.pt"), "--split", split,
@@ -170,18 +172,18 @@ def test_cli_standardize_is_recorded_and_reapplied(tmp_path, digits_file, capsys
                               "--device", "cpu", "--out", str(out), "--json")
     assert code == 0
     report = json.loads(stdout)
-    standardized = load_arrays(digits_file)
+    standardized = load_dataset(digits_file)
     model, meta = load_checkpoint(out / "model.pt")
-    torch.testing.assert_close(meta["feature_scale"], standardized.scale, rtol=0, atol=0)
+    torch.testing.assert_close(meta["feature_scale"], standardized.preprocessing.scale, rtol=0, atol=0)
     assert accuracy(model, standardized, "test") == report["test_accuracy"]
-    raw = torch.cat([model.predict(X) for X, _ in load_arrays(digits_file, ArrayConfig(standardize=False)).features("test")])
-    scaled = torch.cat([model.predict(X) for X, _ in standardized.features("test")])
+    raw = torch.cat([model.predict(X) for X, _ in load_dataset(digits_file, config=DataConfig(standardize=False)).chunks("test")])
+    scaled = torch.cat([model.predict(X) for X, _ in standardized.chunks("test")])
     assert (raw != scaled).sum() >= 3
     code, stdout, _ = run_cli(capsys, "train", "--data", str(digits_file), "--iters", "200",
                               "--device", "cpu", "--no-standardize", "--out", str(out), "--json")
     assert code == 0
     report = json.loads(stdout)
-    assert (report["lr"], report["reg"]) == default_hypers(load_arrays(digits_file, ArrayConfig(standardize=False)))
+    assert (report["lr"], report["reg"]) == default_hypers(load_dataset(digits_file, config=DataConfig(standardize=False)))
     assert load_checkpoint(out / "model.pt")[1]["feature_scale"] is None
     code, stdout, _ = run_cli(capsys, "evaluate", str(out / "model.pt"), "--json")
     assert code == 0 and json.loads(stdout)["accuracy"] == report["test_accuracy"]
@@ -192,7 +194,7 @@ def test_cli_tune_data_path(tmp_path, digits_file, capsys):
                               "--device", "cpu", "--reg", "0.01,1", "--json")
     assert code == 0
     report = json.loads(stdout)
-    lr = default_hypers(load_arrays(digits_file))[0]
+    lr = default_hypers(load_dataset(digits_file))[0]
     assert sorted({r["lr"] for r in report["table"]}) == pytest.approx(
         [float(f"{lr * f:.2g}") for f in (1 / 3, 1, 3)])
     assert len(report["table"]) == 6 and report["test_accuracy"] > 0.85
@@ -206,9 +208,7 @@ def _bad_file(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--data", "no/such.npz"], "--data 'no/such.npz' is neither digits, cifar10 nor an existing"),
-    (["--data", "digits", "--standardize"], "--standardize only applies to --data PATH"),
-    (["--data", "cifar10", "--no-standardize"], "--no-standardize only applies to --data PATH"),
+    (["--data", "no/such.npz"], "data 'no/such.npz' is neither digits, cifar10 nor an existing"),
     (["--data", "{file}", "--data-dir", "x"], "--data-dir and --download only apply to --data cifar10"),
     (["--data", "{nan}"], r"nan.npz:X: row 7 holds NaN or inf"),
     (["--data", "{file}", "--num-train", "5000"], "num_train .* must be <= its 1797 rows"),
@@ -230,3 +230,19 @@ def test_long_passes_over_a_file_show_progress_and_json_stays_quiet(digits_file,
     code, _, err = run_cli(capsys, "train", "--data", str(digits_file), "--iters", "5", "--device", "cpu",
                            "--json")
     assert code == 0 and not any("scan:" in line or "accuracy:" in line for line in err)
+
+
+def test_standardize_applies_to_the_built_in_data_too(capsys):
+    """One preprocessing for every source: --standardize on digits scales its pixels, and the
+    assignment's lr / reg recipe gives way to the rule for scaled features (the twin: without
+    the flag, digits keep the recipe and their unscaled pixels)."""
+    code, out, _ = run_cli(capsys, "train", "--data", "digits", "--standardize", "--iters", "100",
+                           "--device", "cpu", "--json")
+    scaled = json.loads(out)
+    code2, out2, _ = run_cli(capsys, "train", "--iters", "100", "--device", "cpu", "--json")
+    plain = json.loads(out2)
+    assert code == code2 == 0 and (plain["lr"], plain["reg"]) == (1e-3, 1.0)
+    standardized = load_dataset("digits", config=DataConfig(standardize=True))
+    assert standardized.preprocessing.scale is not None
+    assert (scaled["lr"], scaled["reg"]) == default_hypers(standardized) != (1e-3, 1.0)
+    assert scaled["val_accuracy"] > 0.9

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch_svm.data.load
 import pytest
 import torch
 
@@ -421,7 +422,7 @@ def test_config_is_validated_once():
 def test_dev_split_matches_load_dataset():
     ds = load_dataset("digits", config=DataConfig(dtype="float32", seed=3))
     data = load_verify_data("digits", seed=3, cache=False)
-    assert torch.equal(data.X, ds.X_dev.to(torch.float64)) and torch.equal(data.y, ds.y_dev)
+    assert torch.equal(data.X, ds.tensors("dev")[0].to(torch.float64)) and torch.equal(data.y, ds.tensors("dev")[1])
 
 
 def test_cache_reads_back_and_recomputes_a_bad_file(isolated_cache):
@@ -451,9 +452,10 @@ def test_cifar_dev_split_is_cached_by_file_stamp(tmp_path, monkeypatch, isolated
 
     def fake_read(source):
         reads.append(source)
-        return images, np.arange(50000) % 10, None, None, tuple("abcdefghij")
+        labels = np.arange(50000) % 10
+        return images, labels, images[:1000], labels[:1000], tuple("abcdefghij")
 
-    monkeypatch.setattr(devdata, "read_cifar10", fake_read)
+    monkeypatch.setattr(torch_svm.data.load, "read_cifar10", fake_read)
     first = load_verify_data("cifar10", folder, n=20)
     second = load_verify_data("cifar10", folder, n=20)
     assert len(reads) == 1 and torch.equal(first.X, second.X) and first.X.shape == (20, 3073)

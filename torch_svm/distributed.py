@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from torch_svm.errors import UsageError
-from torch_svm.utils import resolve_device
+from torch_svm.device import resolve_device
 
 __all__ = ["World", "current_world", "process_group", "all_reduce_sum"]
 

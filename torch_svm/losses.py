@@ -64,6 +64,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 
+from torch_svm.errors import ArgumentError, ArgumentTypeError
+
 __all__ = [
     "svm_loss",
     "svm_loss_and_grad",
@@ -82,17 +84,17 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 
 def _check_p(p: object) -> int:
     if isinstance(p, bool) or p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p!r}")
+        raise ArgumentError(f"p must be 1 or 2, got {p!r}")
     return int(p)
 
 
 def _real(name: str, value: object) -> float:
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
+        raise ArgumentTypeError(f"{name} must be a real number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r:.200}") from None
+        raise ArgumentTypeError(f"{name} must be a real number, got {value!r:.200}") from None
 
 
 def _finite(value: float) -> bool:
@@ -111,11 +113,11 @@ def validate_hyperparameters(*, reg: float = 0.0, delta: float = 1.0, p: int = 1
     reg, delta, kink = _real("reg", reg), _real("delta", delta), _real("kink", kink)
     p = _check_p(p)
     if not (_finite(delta) and delta > 0):
-        raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
+        raise ArgumentError(f"delta must be a finite number > 0, got {delta!r}")
     if not (_finite(reg) and reg >= 0):
-        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+        raise ArgumentError(f"reg must be a finite number >= 0, got {reg!r}")
     if not 0.0 <= kink <= 1.0:
-        raise ValueError(f"kink (the value taken at a margin of exactly 0) must be in [0, 1], got {kink!r}")
+        raise ArgumentError(f"kink (the value taken at a margin of exactly 0) must be in [0, 1], got {kink!r}")
     return reg, delta, p, kink
 
 
@@ -137,16 +139,16 @@ def _check_labels(y: Tensor, n: int, num_classes: int, name: str = "y") -> Tenso
     (a RuntimeError on the CPU, a device-side assert on CUDA), never read silently.
     """
     if not isinstance(y, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of integer labels, got {type(y).__name__}")
+        raise ArgumentTypeError(f"{name} must be a torch.Tensor of integer labels, got {type(y).__name__}")
     if y.dtype not in _INTEGER_DTYPES:
-        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+        raise ArgumentTypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
     if y.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) to match the {n} examples, got {tuple(y.shape)}")
+        raise ArgumentError(f"{name} must have shape ({n},) to match the {n} examples, got {tuple(y.shape)}")
     if n > 0 and _labels_readable(y):
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"{name} must hold labels in [0, {num_classes}), got {bad}")
+            raise ArgumentError(f"{name} must hold labels in [0, {num_classes}), got {bad}")
     return y.long()
 
 
@@ -158,25 +160,25 @@ def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
     """
     for name, t in (("W", W), ("X", X)):
         if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise ArgumentTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if not t.is_floating_point():
-            raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
+            raise ArgumentTypeError(f"{name} must have a floating dtype, got {t.dtype}")
         if t.dim() != 2:
-            raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
+            raise ArgumentError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
     if W.dtype != X.dtype:
-        raise TypeError(f"W and X must have the same dtype, got W {W.dtype} and X {X.dtype}")
+        raise ArgumentTypeError(f"W and X must have the same dtype, got W {W.dtype} and X {X.dtype}")
     if W.device != X.device:
-        raise ValueError(f"W and X must be on the same device, got W on {W.device} and X on {X.device}")
+        raise ArgumentError(f"W and X must be on the same device, got W on {W.device} and X on {X.device}")
     n, d = X.shape
     if W.shape[0] != d:
-        raise ValueError(f"W must have shape (D, C) with D = X.shape[1] = {d}, got W {tuple(W.shape)}")
+        raise ArgumentError(f"W must have shape (D, C) with D = X.shape[1] = {d}, got W {tuple(W.shape)}")
     if n == 0:
-        raise ValueError(f"X must hold at least one example, got shape {tuple(X.shape)}")
+        raise ArgumentError(f"X must hold at least one example, got shape {tuple(X.shape)}")
     if W.shape[1] < 2:
-        raise ValueError(f"W must have at least 2 classes (columns), got shape {tuple(W.shape)}")
+        raise ArgumentError(f"W must have at least 2 classes (columns), got shape {tuple(W.shape)}")
     y = _check_labels(y, n, W.shape[1])
     if y.device != X.device:
-        raise ValueError(f"y and X must be on the same device, got y on {y.device} and X on {X.device}")
+        raise ArgumentError(f"y and X must be on the same device, got y on {y.device} and X on {X.device}")
     return y
 
 

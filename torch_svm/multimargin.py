@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from torch_svm.errors import ArgumentError, ArgumentTypeError
 from torch_svm.losses import (_building_graph, _check_labels, _check_p, _finite, _hinge, _real,
                               svm_coefficients)
 
@@ -94,14 +95,14 @@ class _MultiMarginLossFunction(torch.autograd.Function):
 
 def _check_reduction(reduction: object) -> str:
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r:.200}")
+        raise ArgumentError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r:.200}")
     return reduction
 
 
 def _check_margin(margin: object) -> float:
     margin = _real("margin", margin)
     if not _finite(margin):
-        raise ValueError(f"margin must be finite, got {margin!r}")
+        raise ArgumentError(f"margin must be finite, got {margin!r}")
     return margin
 
 
@@ -110,9 +111,9 @@ def _check_weight(weight: object) -> Optional[Tensor]:
     if weight is None:
         return None
     if not isinstance(weight, Tensor):
-        raise TypeError(f"weight must be None or a 1-D torch.Tensor, got {type(weight).__name__}")
+        raise ArgumentTypeError(f"weight must be None or a 1-D torch.Tensor, got {type(weight).__name__}")
     if weight.dim() != 1:
-        raise ValueError(f"weight must be one-dimensional, (C,), got shape {tuple(weight.shape)}")
+        raise ArgumentError(f"weight must be one-dimensional, (C,), got shape {tuple(weight.shape)}")
     return weight
 
 
@@ -155,29 +156,29 @@ def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1, margin: float =
     p = _check_p(p)
     _check_reduction(reduction)
     if not isinstance(input, Tensor) or not input.is_floating_point():
-        raise TypeError(f"input must be a floating-point torch.Tensor, got "
+        raise ArgumentTypeError(f"input must be a floating-point torch.Tensor, got "
                         f"{getattr(input, 'dtype', type(input).__name__)}")
     margin = _check_margin(margin)
     if input.dim() > 2:
-        raise ValueError(f"input must be 0-d, 1-d (C,) or 2-d (N, C), got shape {tuple(input.shape)}")
+        raise ArgumentError(f"input must be 0-d, 1-d (C,) or 2-d (N, C), got shape {tuple(input.shape)}")
     single = input.dim() < 2
     x = input.reshape(1, -1) if single else input               # (N, C)
     if x.shape[1] == 0:
-        raise ValueError(f"input must have at least one class, got shape {tuple(input.shape)}")
+        raise ArgumentError(f"input must have at least one class, got shape {tuple(input.shape)}")
     weight = _check_weight(weight)
     if weight is not None and weight.shape != (x.shape[1],):
-        raise ValueError(f"weight must have shape ({x.shape[1]},), one per class, got {tuple(weight.shape)}")
+        raise ArgumentError(f"weight must have shape ({x.shape[1]},), one per class, got {tuple(weight.shape)}")
     if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor of integer labels, got {type(target).__name__}")
+        raise ArgumentTypeError(f"target must be a torch.Tensor of integer labels, got {type(target).__name__}")
     out_shape = target.shape                                    # one sample, "none": the target's
     if single:
         if target.dim() > 1 or target.numel() != 1:
-            raise ValueError(f"target must be 0-d (or shape (1,)) for an input of shape "
+            raise ArgumentError(f"target must be 0-d (or shape (1,)) for an input of shape "
                              f"{tuple(input.shape)}, got shape {tuple(target.shape)}")
         target = target.reshape(1)
     target = _check_labels(target, x.shape[0], x.shape[1], name="target")
     if target.device != x.device:
-        raise ValueError(f"target and input must be on the same device, got {target.device} and {x.device}")
+        raise ArgumentError(f"target and input must be on the same device, got {target.device} and {x.device}")
     if weight is not None:
         weight = weight.to(device=x.device, dtype=x.dtype)
     out = _MultiMarginLossFunction.apply(x, target, p, margin, weight, reduction)[0]

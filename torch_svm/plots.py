@@ -15,7 +15,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from torch_svm.utils import atomic_write_bytes
+from torch_svm.errors import ArgumentError
+from torch_svm.files import atomic_write_bytes
 
 __all__ = ["plot_loss", "plot_weights", "weight_images", "plot_tune"]
 
@@ -60,7 +61,7 @@ def weight_images(W: torch.Tensor, image_shape: Tuple[int, int, int], *,
         w = w[:-1]                                             # drop the bias row
     d = int(np.prod(image_shape))
     if w.shape[0] != d:
-        raise ValueError(f"W must have {d} rows (+1 with bias) for image_shape {tuple(image_shape)}, "
+        raise ArgumentError(f"W must have {d} rows (+1 with bias) for image_shape {tuple(image_shape)}, "
                          f"got {W.shape[0]} (bias={bias})")
     w = w.T.reshape(w.shape[1], *image_shape)                   # (C, H, W, channels)
     lo, hi = w.min(), w.max()
@@ -74,7 +75,7 @@ def plot_weights(W: torch.Tensor, image_shape: Tuple[int, int, int],
     """One template image per class, titled with the class names (grey for 1 channel)."""
     images = weight_images(W, image_shape, bias=bias)
     if len(class_names) != len(images):
-        raise ValueError(f"class_names must name the {len(images)} classes, got {len(class_names)}")
+        raise ArgumentError(f"class_names must name the {len(images)} classes, got {len(class_names)}")
     cols = min(len(images), 10)
     rows = math.ceil(len(images) / cols)
     fig = Figure(figsize=(1.3 * cols, 1.5 * rows))
@@ -97,7 +98,7 @@ def plot_tune(table: Sequence[Dict[str, Any]], path: Union[str, Path]) -> Path:
     crosses in both.
     """
     if not table:
-        raise ValueError("table must hold at least one row, got an empty table")
+        raise ArgumentError("table must hold at least one row, got an empty table")
     lrs = sorted({row["lr"] for row in table})
     regs = sorted({row["reg"] for row in table})
     fig = Figure(figsize=(7, 5))

@@ -4,16 +4,14 @@ Optional: it needs scikit-learn (``pip install "torch-svm[sklearn]"``); ``import
 never imports scikit-learn, only ``import torch_svm.sklearn`` does.
 
 Training is the library's own: :func:`torch_svm.train.train` (``torch.optim.SGD``) on a
-:class:`~torch_svm.model.LinearSVM` whose ``backward`` is the hand-written gradient, fed by a
-tiny in-memory :class:`~torch_svm.data.Dataset` built from the arrays. Labels may be any
-values (``classes_``, sorted); they are mapped to ``0..C-1`` for training.
+:class:`~torch_svm.model.LinearSVM` whose ``backward`` is the hand-written gradient, fed by
+:func:`torch_svm.data.from_arrays` (the same preprocessing as every other source). Labels may
+be any values (``classes_``, sorted); they are mapped to ``0..C-1`` for training.
 """
 from __future__ import annotations
 
 import math
-import random
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -32,14 +30,14 @@ except ImportError:  # scikit-learn < 1.6: the same check was a method  # pragma
     def validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
 
-from torch_svm.data import DataConfig, Dataset
+from torch_svm.data import DataConfig, Preprocessing, from_arrays
+from torch_svm.device import resolve_device
+from torch_svm.data.config import DATA_DTYPES
+from torch_svm.errors import ArgumentError, check_choice, check_int, clip
 from torch_svm.model import LinearSVM
 from torch_svm.train import TrainConfig, train
-from torch_svm.utils import check_choice, check_int, clip, resolve_device
 
 __all__ = ["LinearSVMClassifier"]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
@@ -146,7 +144,6 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         self._set_classes(np.unique(y))
-        self._set_scaling(X)
         self.t_ = 0
         return self._train(X, np.searchsorted(self.classes_, y), None, self.iters, "replacement")
 
@@ -162,17 +159,16 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         if first:
             if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit "
+                raise ArgumentError("classes must be passed on the first call to partial_fit "
                                  "(every label y may take), got None")
             self._set_classes(np.unique(classes))
-            self._set_scaling(X)
             self.t_ = 0
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes must equal classes_ {self.classes_.tolist()} from the first "
+            raise ArgumentError(f"classes must equal classes_ {self.classes_.tolist()} from the first "
                              f"partial_fit call, got {np.unique(classes).tolist()}")
         unknown = np.setdiff1d(y, self.classes_)
         if unknown.size:
-            raise ValueError(f"y holds labels that are not in classes_ "
+            raise ArgumentError(f"y holds labels that are not in classes_ "
                              f"{self.classes_.tolist()}: {unknown.tolist()}")
         iters = math.ceil(len(y) / check_int("batch_size", self.batch_size, min=1))
         return self._train(X, np.searchsorted(self.classes_, y), None if first else self.W_,
@@ -197,42 +193,38 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
 
     def _set_classes(self, classes: np.ndarray) -> None:
         if len(classes) < 2:
-            raise ValueError(f"y must hold at least 2 classes to train a classifier, got 1 class: "
+            raise ArgumentError(f"y must hold at least 2 classes to train a classifier, got 1 class: "
                              f"{classes.tolist()}")
         self.classes_ = classes
 
-    def _set_scaling(self, X: np.ndarray) -> None:
-        """mean_ / scale_ from X (float64); constant features keep scale 1."""
-        d = X.shape[1]
-        self.mean_, self.scale_ = np.zeros(d), np.ones(d)
-        if self._flag("standardize"):
-            mean, std = X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
-            constant = std <= 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
-            self.scale_ = np.where(constant, 1.0, std)
-            if self._flag("fit_intercept"):
-                self.mean_ = mean
-
     def _train(self, X: np.ndarray, y: np.ndarray, W: Optional[np.ndarray], iters: int,
                sampling: str) -> "LinearSVMClassifier":
-        """``iters`` SGD steps of torch_svm.train.train from W (None: a fresh one); sets the
-        fitted attributes."""
-        bias, device = self._flag("fit_intercept"), resolve_device(self.device)
-        dtype = _DTYPES[check_choice("dtype", self.dtype, tuple(_DTYPES))]
+        """``iters`` SGD steps of torch_svm.train.train from W (None: a fresh one, and the
+        standardization taken from X); sets the fitted attributes."""
+        bias, standardize = self._flag("fit_intercept"), self._flag("standardize")
+        check_choice("dtype", self.dtype, DATA_DTYPES)
+        device = resolve_device(self.device)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1) + self.t_) % 2**31
         config = TrainConfig(lr=self.lr, reg=self.reg, iters=iters, batch_size=self.batch_size,
                              momentum=self.momentum, sampling=sampling, delta=self.delta, p=self.p,
                              init_scale=0.001, seed=seed, device=str(device))
-        Z = torch.from_numpy((X - self.mean_) / self.scale_).to(dtype)            # (N, D)
-        if bias:
-            Z = torch.cat([Z, torch.ones(len(Z), 1, dtype=dtype)], dim=1)        # (N, D + 1)
-        data = _in_memory(Z, torch.from_numpy(y.astype(np.int64)), len(self.classes_), bias)
+        record = None if W is None else Preprocessing(
+            torch.from_numpy(self.mean_) if bias and standardize else None,
+            torch.from_numpy(self.scale_) if standardize else None, bias)
+        data = from_arrays(X, y, name="sklearn", preprocessing=record, config=DataConfig(
+            num_val=0, num_test=0, num_dev=0, center=bias and standardize,
+            standardize=standardize, bias=bias, num_classes=len(self.classes_), dtype=self.dtype))
+        if W is None:
+            d = X.shape[1]
+            p = data.preprocessing
+            self.mean_ = np.zeros(d) if p.mean is None else p.mean.numpy().copy()
+            self.scale_ = np.ones(d) if p.scale is None else p.scale.numpy().copy()
         model = None
         if W is not None:
-            model = LinearSVM(W.shape[0], W.shape[1], dtype=dtype)
+            model = LinearSVM(W.shape[0], W.shape[1], dtype=data.dtype)
             with torch.no_grad():
                 model.W.copy_(torch.from_numpy(W))
-        with _own_rngs(device):
-            result = train(data, config, model=model)
+        result = train(data, config, model=model)
         self.W_ = result.model.W.detach().cpu().to(torch.float64).numpy()        # (D', C)
         self.n_iter_, self.loss_curve_ = int(config.iters), result.loss_history
         self.t_ += self.n_iter_
@@ -248,30 +240,6 @@ class LinearSVMClassifier(ClassifierMixin, BaseEstimator):
     def _flag(self, name: str) -> bool:
         value = getattr(self, name)
         if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{name} must be True or False, got {clip(repr(value), 100)}")
+            raise ArgumentError(f"{name} must be True or False, got {clip(repr(value), 100)}")
         return bool(value)
 
-
-def _in_memory(X: torch.Tensor, y: torch.Tensor, num_classes: int, bias: bool) -> Dataset:
-    """The Dataset that train() reads: X, y as the train split; the other splits empty."""
-    empty_X, empty_y = X[:0], y[:0]
-    return Dataset(name="sklearn", X_train=X, y_train=y, X_val=empty_X, y_val=empty_y,
-                   X_test=empty_X, y_test=empty_y, X_dev=empty_X, y_dev=empty_y,
-                   class_names=tuple(str(c) for c in range(num_classes)),
-                   image_shape=(1, X.shape[1] - bias, 1),
-                   mean_image=torch.zeros(X.shape[1] - bias, dtype=X.dtype), bias=bias,
-                   config=DataConfig(num_train=len(X), num_val=0, num_test=0, num_dev=0,
-                                     bias=bias, dtype=str(X.dtype).replace("torch.", "")))
-
-
-@contextmanager
-def _own_rngs(device: torch.device) -> Iterator[None]:
-    """train() seeds the global Python, numpy and torch generators; put them back after."""
-    state = random.getstate(), np.random.get_state()
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        try:
-            yield
-        finally:
-            random.setstate(state[0])
-            np.random.set_state(state[1])

@@ -10,11 +10,10 @@ it: ``callback`` is called with each minibatch before its step (minGPT's ``on_ba
 pattern), so a study or a benchmark observes the loop instead of copying it.
 :mod:`torch_svm.tune` searches its hyperparameters.
 
-Data. ``data`` is a :class:`~torch_svm.data.Dataset` (tensors: the minibatch is gathered on
-the device into buffers allocated once, ``index_select(..., out=)``) or an
-:class:`~torch_svm.arrays.ArrayDataset` (a file, possibly larger than memory: each minibatch
-is read from its memory map, and accuracies stream the split in chunks); the one loop sees
-them through :mod:`torch_svm.batches`. In a process group started by torchrun
+Data. ``data`` is a :class:`~torch_svm.data.Dataset` of any source; the loop draws its
+minibatches from :meth:`~torch_svm.data.Dataset.batches` (gathered on the device into buffers
+allocated once for data in memory, read from the memory map for a file larger than memory)
+and measures accuracy with :func:`torch_svm.evaluate.accuracy`. In a process group started by torchrun
 (:mod:`torch_svm.distributed`), every process draws the same minibatch indices, computes on
 its share of them, and the loss and gradient are summed over processes, weighted by the
 shares, before the step: data-parallel SGD on the same trajectory as one process.
@@ -23,7 +22,7 @@ Per step. The data are checked once per run, not at every step; the loss and the
 gradient come from one call (what :func:`torch_svm.losses.svm_loss_and_grad` runs after its
 checks: two GEMMs and a dozen small ops); SGD takes its plain single-tensor path on a CPU. The
 step's GEMMs are small (200 x 3073 x 10 for CIFAR-10), so the loop runs on the CPU threads
-that :func:`torch_svm.utils.auto_threads` chooses for that size, one unless ``threads`` says
+that :func:`torch_svm.device.auto_threads` chooses for that size, one unless ``threads`` says
 otherwise: when another process keeps a core busy, small GEMMs split over two threads run
 many times slower (``benchmarks/bench_train.py`` measures it). ``compile=True`` compiles the
 loss and gradient with ``torch.compile`` (C++ kernels on a CPU; CUDA graphs on a GPU), at
@@ -49,25 +48,24 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from torch_svm.arrays import ArrayDataset
-from torch_svm.batches import SAMPLINGS, accuracy, batch_indices, batch_source
-from torch_svm.data import DATASETS, Dataset
+from torch_svm.checkpoint import checkpoint_metadata, save_checkpoint
+from torch_svm.data import Dataset
+from torch_svm.device import auto_threads, resolve_device, using_threads
 from torch_svm.distributed import all_reduce_sum, current_world
-from torch_svm.errors import TorchSVMError
+from torch_svm.errors import (ArgumentError, ArgumentTypeError, TorchSVMError, check_choice,
+                              check_int, check_memory, check_real, clip)
+from torch_svm.evaluate import accuracy
 from torch_svm.losses import _svm_loss_and_grad, validate_hyperparameters
-from torch_svm.model import GRADS, LinearSVM, checkpoint_metadata, save_checkpoint
-from torch_svm.utils import (auto_threads, check_choice, check_int, check_memory, check_real,
-                             resolve_device, set_seed, using_threads)
-from torch_svm.utils import progress as progress_bar
+from torch_svm.model import GRADS, LinearSVM
+from torch_svm.progress import progress as progress_bar
 
-__all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "batch_indices",
-           "save_run", "default_hypers", "default_init_scale", "DEFAULT_HYPERS", "USER_LR_GAIN", "USER_DECAY",
-           "SCHEDULES", "SAMPLINGS", "Callback", "MAX_ITERS"]
+__all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "save_run",
+           "default_hypers"]
 
 #: Default (lr, reg) per data set, used where TrainConfig leaves them None.
 #: cifar10: the assignment's recipe. digits: pixels 0..16 (not 0..255) in 65 columns give
@@ -87,6 +85,8 @@ DEFAULT_HYPERS: Dict[str, Tuple[float, float]] = {
 USER_LR_GAIN = 1.0
 USER_DECAY = 1e-4
 SCHEDULES = ("none", "step", "cosine")
+#: How minibatch indices are drawn (:func:`batch_indices`).
+SAMPLINGS = ("replacement", "epoch")
 #: Most SGD steps a run may take (the loss history is kept for every step).
 MAX_ITERS = 10**8
 
@@ -130,26 +130,27 @@ class TrainConfig:
         check_int("seed", self.seed, min=0, max=2**63 - 1)
         check_int("threads", self.threads, min=0, max=1024)
         if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be True or False, got {self.compile!r:.100}")
+            raise ArgumentError(f"compile must be True or False, got {clip(repr(self.compile), 100)}")
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("sampling", self.sampling, SAMPLINGS)
         check_choice("grad", self.grad, GRADS)
         if self.kink != 0 and self.grad != "hand":
-            raise ValueError(f"kink must be 0 with grad={self.grad!r} (only grad='hand' takes "
+            raise ArgumentError(f"kink must be 0 with grad={self.grad!r} (only grad='hand' takes "
                              f"another value at the hinge's kink), got {self.kink!r}")
         if not isinstance(self.device, (str, torch.device)):
-            raise ValueError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r:.100}")
+            raise ArgumentTypeError(f"device must be a string such as 'cpu' or 'cuda', got "
+                                    f"{clip(repr(self.device), 100)}")
 
 
 @dataclass
 class TrainResult:
-    """What a run produced. Accuracies are fractions in [0, 1]."""
+    """What a run produced. Accuracies are fractions in [0, 1] (None: the split is empty)."""
 
     model: LinearSVM
     config: TrainConfig             # with lr, reg filled in
     loss_history: List[float]       # the minibatch loss of every iteration
-    train_accuracy: float
-    val_accuracy: float
+    train_accuracy: Optional[float]
+    val_accuracy: Optional[float]
     seconds: float                  # the loop only (data transfer and accuracies excluded)
     cpu_seconds: float              # CPU time of the process over the loop, all threads together
     threads: int                    # CPU threads torch used in the loop
@@ -167,59 +168,57 @@ class DivergenceError(TorchSVMError, RuntimeError):
 # --------------------------------------------------------------------------- pieces
 
 
-def default_hypers(data: Union[Dataset, ArrayDataset]) -> Tuple[float, float]:
+def default_hypers(data: Dataset) -> Tuple[float, float]:
     r"""The default ``(lr, reg)`` for ``data``.
 
-    digits and CIFAR-10: :data:`DEFAULT_HYPERS`. Any other data (an
-    :class:`~torch_svm.arrays.ArrayDataset`, or a Dataset of another name) are sized by the
-    mean squared norm of their train inputs :math:`P = \mathbb{E}\,\|	ilde x\|^2` (bias
-    column included, after centring and scaling):
+    digits and CIFAR-10 with the assignment's preprocessing (centred, unscaled pixels):
+    :data:`DEFAULT_HYPERS`. Any other data (your own, or standardized pixels) are sized by the
+    mean squared norm of their train inputs :math:`P = \mathbb{E}\,\|\tilde x\|^2` (bias column
+    included, after centring and scaling):
 
     .. math::
 
-        	ext{lr} = rac{g}{P}, \qquad 	ext{reg} = rac{d}{2\,	ext{lr}},
+        \text{lr} = \frac{g}{P}, \qquad \text{reg} = \frac{d}{2\,\text{lr}},
 
     with :math:`g` = :data:`USER_LR_GAIN` and :math:`d` = :data:`USER_DECAY`, each rounded to
     two significant digits. The step :math:`1 / P` does not depend on the units of the
     features, and it stays below :math:`2 / \lambda_{max}` of the inputs' second-moment
     matrix (whose trace is :math:`P`), the bound past which a linear model's SGD diverges;
-    :math:`2\,	ext{lr}\,	ext{reg} = d` is the fraction by which the regularizer shrinks W
+    :math:`2\,\text{lr}\,\text{reg} = d` is the fraction by which the regularizer shrinks W
     at each step. Both hand-chosen recipes sit near that step: lr
     :math:`\cdot P` is about 1 for digits (lr 1e-3) and for CIFAR-10 (lr 1e-7).
     """
-    if _builtin(data):
-        return DEFAULT_HYPERS[data.name]
-    lr = float(f"{USER_LR_GAIN / _mean_square_norm(data):.2g}")
+    recipe = assignment_recipe(data)
+    if recipe is not None:
+        return recipe
+    lr = float(f"{USER_LR_GAIN / data.mean_square_norm:.2g}")
     return lr, float(f"{USER_DECAY / (2 * lr):.2g}")
 
 
-def default_init_scale(data: Union[Dataset, ArrayDataset]) -> float:
+def default_init_scale(data: Dataset) -> float:
     r"""The default ``init_scale`` for ``data``: the assignment's 0.001 for digits and
     CIFAR-10, and for other data 0.001 divided by the root mean square input entry
     :math:`\sqrt{P / D}` (two significant digits), so that the first scores are as small as
     0.001 makes them on unit-variance features, whatever the units of yours."""
-    if _builtin(data):
+    if assignment_recipe(data) is not None:
         return 0.001
-    return float(f"{0.001 / math.sqrt(_mean_square_norm(data) / data.num_features):.2g}")
+    return float(f"{0.001 / math.sqrt(data.mean_square_norm / data.num_features):.2g}")
 
 
-def _builtin(data: Union[Dataset, ArrayDataset]) -> bool:
-    return isinstance(data, Dataset) and data.name in DATASETS
+def assignment_recipe(data: Dataset) -> Optional[Tuple[float, float]]:
+    """The assignment's (lr, reg) (:data:`DEFAULT_HYPERS`) when ``data`` is a data set it was tuned for, preprocessed as
+    the assignment does (centred, unscaled); else None."""
+    if not isinstance(data, Dataset):
+        raise ArgumentTypeError(f"data must be a torch_svm.data.Dataset, got {type(data).__name__}")
+    if data.config.standardize or not data.config.center:
+        return None
+    return DEFAULT_HYPERS.get(data.source)
 
 
-def _mean_square_norm(data: Union[Dataset, ArrayDataset]) -> float:
-    """:math:`P = \\mathbb{E}\\,\\|\\tilde x\\|^2` over the train inputs (float64)."""
-    if isinstance(data, ArrayDataset):
-        return data.mean_square_norm
-    X = data.X_train                                             # (N, D)
-    return sum(float(torch.linalg.vector_norm(X[i:i + 4096], dtype=torch.float64)) ** 2
-               for i in range(0, len(X), 4096)) / max(1, len(X))
-
-
-def _resolve(config: TrainConfig, data: Union[Dataset, ArrayDataset]) -> TrainConfig:
+def _resolve(config: TrainConfig, data: Dataset) -> TrainConfig:
     """Fill lr / reg / init_scale left None with the data's defaults."""
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        raise ArgumentTypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if config.lr is None or config.reg is None:
         lr, reg = default_hypers(data)
         config = dataclasses.replace(config, lr=lr if config.lr is None else config.lr,
@@ -280,54 +279,80 @@ def _compiled(fn: Callable, config: TrainConfig) -> Callable:
     return torch.compile(fn, mode="reduce-overhead" if cuda else None, dynamic=False)
 
 
-def train(data: Union[Dataset, ArrayDataset], config: Optional[TrainConfig] = None, *,
+def batch_indices(n: int, batch_size: int, iters: int, *, sampling: str = "replacement",
+                  generator: Optional[torch.Generator] = None,
+                  device: Optional[torch.device] = None) -> Iterator[Tensor]:
+    """Yield ``iters`` index tensors into ``range(n)``, drawn on ``device``.
+
+    ``"replacement"``: each batch is ``batch_size`` independent uniform draws (the assignment's
+    ``np.random.choice(num_train, batch_size)``). ``"epoch"``: a fresh permutation per epoch cut
+    into batches, so every example is used exactly once per epoch; the last batch of an epoch
+    is smaller when ``batch_size`` does not divide ``n`` (and ``batch_size`` is capped at ``n``).
+    """
+    check_choice("sampling", sampling, SAMPLINGS)
+    if sampling == "replacement":
+        for _ in range(iters):
+            yield torch.randint(n, (batch_size,), generator=generator, device=device)
+        return
+    done = 0
+    while done < iters:
+        perm = torch.randperm(n, generator=generator, device=device)
+        for start in range(0, n, batch_size):
+            if done == iters:
+                return
+            yield perm[start:start + batch_size]
+            done += 1
+
+
+def train(data: Dataset, config: Optional[TrainConfig] = None, *,
           model: Optional[LinearSVM] = None, progress: bool = False,
           callback: Optional[Callback] = None) -> TrainResult:
     """Train a LinearSVM on the train split with minibatch SGD; report train and val accuracy.
 
     Args:
-        data: a :class:`~torch_svm.data.Dataset` (:func:`torch_svm.data.load_dataset`; moved
-            to the device once) or an :class:`~torch_svm.arrays.ArrayDataset`
-            (:func:`torch_svm.arrays.load_arrays`; minibatches read from its memory map).
+        data: a :class:`~torch_svm.data.Dataset` (:func:`torch_svm.data.load_dataset`,
+            :func:`torch_svm.data.from_arrays`): digits, CIFAR-10, a file larger than memory.
         config: hyperparameters; default ``TrainConfig()`` with the data's lr and reg
             (:func:`default_hypers`).
-        model: continue from this model (moved to the device); default a fresh
-            ``LinearSVM`` initialised from ``config.seed``.
+        model: continue from this model (moved to the device); its W must be
+            ``(data.num_features, data.num_classes)``. Default: a fresh ``LinearSVM``
+            initialised from ``config.seed``.
         progress: show a progress bar with the running loss on stderr.
         callback: called as ``callback(it, model, X_batch, y_batch)`` (``it`` from 0) before
             each step, e.g. to count the minibatch's exact ties; it must not change its
             arguments, and must copy the batch to keep it (its buffers are reused). In a
             process group it sees this process's share of the batch.
 
-    The same seed gives the same W on the CPU (run to run, at a given thread count), and the
-    same W from an ArrayDataset as from its :meth:`~torch_svm.arrays.ArrayDataset.to_dataset`
-    (the same indices, the same batches). On CUDA, in-memory minibatch draws come from a
+    Randomness comes from generators of its own, seeded with ``config.seed`` (W's start, the
+    minibatch draws): a call changes no global random state. The same seed gives the same W
+    on the CPU (run to run, at a given thread count), from a file as from the same arrays in
+    memory (the same indices, the same inputs). On CUDA, in-memory minibatch draws come from a
     CUDA generator, so the trajectory differs from the CPU's but not its quality. The loop
     sets torch's CPU thread count (``config.threads``, or
-    :func:`~torch_svm.utils.auto_threads`) and restores it when it ends. In a process group
+    :func:`~torch_svm.device.auto_threads`) and restores it when it ends. In a process group
     (:mod:`torch_svm.distributed`) every process must call it with the same data and config.
 
     Raises:
         DivergenceError: the loss became inf or NaN (checked every ``log_every`` iterations
             and at the end).
-        ValueError / TypeError: a bad config value, named, or data that do not fit the model.
+        ArgumentError / ArgumentTypeError: a bad config value, named, or a model that does not
+            fit the data.
     """
     config = _resolve(config or TrainConfig(), data)
     device = resolve_device(config.device)
     world = current_world()
     lo, hi = world.share(config.batch_size)
     share = hi - lo                                             # the most rows a step takes here
-    source = batch_source(data, device, share)
     if device.type == "cpu":   # W, its gradient and SGD's buffer; a step's scores and margins
-        D, C, size = data.num_features, data.num_classes, _dtype(data).itemsize
+        D, C, size = data.num_features, data.num_classes, data.dtype.itemsize
         check_memory(f"training {C:,} classes on {D:,} features with batches of {share}",
                      size * (4 * D * C + 4 * share * C + 2 * share * D))
-    set_seed(config.seed)
     if model is None:
         model = LinearSVM(data.num_features, data.num_classes, init_scale=config.init_scale,
-                          dtype=_dtype(data))
+                          dtype=data.dtype, generator=torch.Generator().manual_seed(config.seed))
     model = model.to(device)
-    source.check(model.W)                                       # once: the steps skip it
+    data.check_model(model.W)                                   # once: the steps skip it
+    source = data.batches("train", device, share)
     generator = torch.Generator(device=source.index_device).manual_seed(config.seed)
     # foreach=False: for one parameter on a CPU, the plain loop is the cheapest step (29 us
     # against 40 us for the default, which re-decides foreach at every step)
@@ -376,14 +401,10 @@ def train(data: Union[Dataset, ArrayDataset], config: Optional[TrainConfig] = No
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     return TrainResult(model=model, config=config, loss_history=history,
-                       train_accuracy=accuracy(model, source.data, "train", progress=progress),
-                       val_accuracy=accuracy(model, source.data, "val", progress=progress),
+                       train_accuracy=accuracy(model, data, "train", progress=progress),
+                       val_accuracy=accuracy(model, data, "val", progress=progress),
                        seconds=seconds,
                        cpu_seconds=cpu_seconds, threads=threads, world_size=world.size)
-
-
-def _dtype(data: Union[Dataset, ArrayDataset]) -> torch.dtype:
-    return data.X_train.dtype if isinstance(data, Dataset) else getattr(torch, data.config.dtype)
 
 
 def _sum_over_processes(W: Tensor, loss: Tensor, weight: float, buffer: Tensor) -> Tensor:
@@ -397,15 +418,15 @@ def _sum_over_processes(W: Tensor, loss: Tensor, weight: float, buffer: Tensor) 
     return buffer[-1]
 
 
-def save_run(out: Union[str, Path], data: Union[Dataset, ArrayDataset], result: TrainResult,
+def save_run(out: Union[str, Path], data: Dataset, result: TrainResult,
              metrics: Dict[str, Any]) -> List[Path]:
-    """Write a run into the folder ``out``: ``model.pt`` (:func:`torch_svm.model.save_checkpoint`
-    with :func:`torch_svm.model.checkpoint_metadata`), ``metrics.json`` (``metrics`` plus the
+    """Write a run into the folder ``out``: ``model.pt`` (:func:`torch_svm.checkpoint.save_checkpoint`
+    with :func:`torch_svm.checkpoint.checkpoint_metadata`), ``metrics.json`` (``metrics`` plus the
     loss history), ``loss.png`` and, when rows are images (digits, CIFAR-10, a data file whose
     X is ``(N, H, W)`` or ``(N, H, W, C)``; a row of features is no image), ``weights.png``,
     each atomically. Returns the paths."""
+    from torch_svm.files import atomic_write_json
     from torch_svm.plots import plot_loss, plot_weights
-    from torch_svm.utils import atomic_write_json
 
     folder = Path(out)
     c = result.config

@@ -14,17 +14,16 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from torch_svm.arrays import ArrayDataset
-from torch_svm.batches import accuracy
-from torch_svm.data import DATASETS, Dataset
-from torch_svm.train import (MAX_ITERS, DivergenceError, TrainConfig, TrainResult, default_hypers,
-                             train)
-from torch_svm.utils import check_int, check_real, clip, resolve_device
-from torch_svm.utils import progress as progress_bar
+from torch_svm.data import Dataset
+from torch_svm.errors import ArgumentError, ArgumentTypeError, check_int, check_real, clip
+from torch_svm.evaluate import accuracy
+from torch_svm.progress import progress as progress_bar
+from torch_svm.train import (MAX_ITERS, DivergenceError, TrainConfig, TrainResult,
+                             assignment_recipe, default_hypers, train)
 
 __all__ = ["TuneConfig", "TuneResult", "tune", "parse_values", "default_grid", "DEFAULT_GRIDS",
            "USER_GRID"]
@@ -38,12 +37,12 @@ DEFAULT_GRIDS: Dict[str, Tuple[str, str]] = {
 USER_GRID: Tuple[Tuple[float, ...], Tuple[float, ...]] = ((1 / 3, 1.0, 3.0), (0.1, 1.0, 10.0))
 
 
-def default_grid(data: Union[Dataset, ArrayDataset]) -> Tuple[List[float], List[float]]:
+def default_grid(data: Dataset) -> Tuple[List[float], List[float]]:
     """The default (learning rates, regularization strengths) to search for ``data``:
-    :data:`DEFAULT_GRIDS` for digits and CIFAR-10, else :data:`USER_GRID` around the data's
+    :data:`DEFAULT_GRIDS` for digits and CIFAR-10 as the assignment preprocesses them, else :data:`USER_GRID` around the data's
     default lr and reg (two significant digits)."""
-    if isinstance(data, Dataset) and data.name in DATASETS:
-        lrs, regs = DEFAULT_GRIDS[data.name]
+    if assignment_recipe(data) is not None:
+        lrs, regs = DEFAULT_GRIDS[data.source]
         return parse_values(lrs), parse_values(regs)
     lr, reg = default_hypers(data)
     return ([float(f"{lr * f:.2g}") for f in USER_GRID[0]],
@@ -53,7 +52,7 @@ def default_grid(data: Union[Dataset, ArrayDataset]) -> Tuple[List[float], List[
 def parse_values(text: str, *, integer: bool = False) -> List[float]:
     """``"a,b,c"`` (a list) or ``"lo:hi:n"`` (``n`` log-spaced values from lo to hi, 0 < lo <= hi).
 
-    With ``integer`` the values are rounded to ints. Raises ValueError echoing the text.
+    With ``integer`` the values are rounded to ints. Raises ArgumentError echoing the text.
     """
     try:
         if ":" in text:
@@ -69,7 +68,7 @@ def parse_values(text: str, *, integer: bool = False) -> List[float]:
         if integer:
             values = [int(round(v)) for v in values]
     except (ValueError, OverflowError):
-        raise ValueError(f"expected a list 'a,b,c' or a log range 'lo:hi:n' (0 < lo <= hi, "
+        raise ArgumentError(f"expected a list 'a,b,c' or a log range 'lo:hi:n' (0 < lo <= hi, "
                          f"1 <= n <= 10000) of finite numbers, got {clip(repr(text), 100)}") from None
     return values
 
@@ -88,7 +87,7 @@ class TuneConfig:
         self.lrs, self.regs, self.iters = list(self.lrs), list(self.regs), list(self.iters)
         for name, values in (("lrs", self.lrs), ("regs", self.regs), ("iters", self.iters)):
             if not values:
-                raise ValueError(f"{name} must hold at least one value, got {values!r}")
+                raise ArgumentError(f"{name} must hold at least one value, got {values!r}")
         for v in self.lrs:
             check_real("lrs", v, min=0, min_open=True)
         for v in self.regs:
@@ -97,7 +96,7 @@ class TuneConfig:
             check_int("iters", v, min=1, max=MAX_ITERS)
         check_int("random", self.random, min=0)
         if not isinstance(self.base, TrainConfig):
-            raise TypeError(f"base must be a TrainConfig, got {type(self.base).__name__}")
+            raise ArgumentTypeError(f"base must be a TrainConfig, got {type(self.base).__name__}")
 
 
 @dataclass
@@ -107,7 +106,7 @@ class TuneResult:
     table: List[Dict[str, Any]]     # lr, reg, iters, train_accuracy, val_accuracy, seconds, diverged
     best: Dict[str, Any]            # the row with the highest val_accuracy (first on ties)
     best_result: TrainResult        # the best setting's run, model included
-    test_accuracy: float            # the best model on the test split, measured once
+    test_accuracy: Optional[float]  # the best model on the test split, measured once (None: empty)
     seconds: float                  # the whole search
 
 
@@ -128,7 +127,7 @@ def _settings(config: TuneConfig) -> List[Tuple[float, float, int]]:
             for _ in range(config.random)]
 
 
-def tune(data: Union[Dataset, ArrayDataset], config: Optional[TuneConfig] = None, *,
+def tune(data: Dataset, config: Optional[TuneConfig] = None, *,
          progress: bool = False) -> TuneResult:
     """Train once per setting, pick the best validation accuracy, test that model once.
 
@@ -137,9 +136,12 @@ def tune(data: Union[Dataset, ArrayDataset], config: Optional[TuneConfig] = None
     Every setting uses ``config.base.seed``, so rows differ only by their hyperparameters.
     """
     config = config or TuneConfig()
+    if not isinstance(data, Dataset):
+        raise ArgumentTypeError(f"data must be a torch_svm.data.Dataset, got {type(data).__name__}")
+    if data.num_examples("val") == 0:
+        raise ArgumentError(f"the val split of {clip(data.name, 200)} is empty, and tune ranks "
+                            f"settings by validation accuracy: give it rows (num_val, --num-val)")
     settings = _settings(config)
-    if isinstance(data, Dataset):
-        data = data.to(resolve_device(config.base.device))  # once for the whole search
     table: List[Dict[str, Any]] = []
     best_row, best_result, last_error = None, None, None
     start = time.perf_counter()
@@ -157,7 +159,7 @@ def tune(data: Union[Dataset, ArrayDataset], config: Optional[TuneConfig] = None
         row.update(train_accuracy=result.train_accuracy, val_accuracy=result.val_accuracy,
                    final_loss=result.loss_history[-1], seconds=result.seconds, diverged=False)
         table.append(row)
-        if best_row is None or result.val_accuracy > best_row["val_accuracy"]:
+        if best_row is None or (result.val_accuracy or 0.0) > (best_row["val_accuracy"] or 0.0):
             best_row, best_result = row, result
     if best_result is None:
         raise last_error

@@ -5,8 +5,7 @@ for ``"digits"`` (embedded), ``"cifar10"`` or ``"random"``:
 
 * digits and cifar10: the dev split of :func:`torch_svm.data.load_dataset` (``num_dev`` images
   drawn, seeded, from the train split; the train split's mean image subtracted; a bias column),
-  with the same rows and values (float32 preprocessing, as ``load_dataset(dtype="float32")``),
-  but built from the dev images only instead of the whole float train split;
+  in float32 as training sees them, handed to the judged code in float64;
 * random: integer-valued ``X`` in ``[-8, 8]`` plus a bias column, ``C = 10``.
 
 **Cache.** Reading CIFAR-10 (50,000 images, to subtract the train mean) and walking to the
@@ -31,8 +30,9 @@ from typing import Any, Callable, Dict, Optional, Union
 import numpy as np
 import torch
 
-from torch_svm.cifar10 import locate_cifar10, read_cifar10
-from torch_svm.data import SPLIT_DEFAULTS, read_digits
+from torch_svm.data import DataConfig, load_dataset
+from torch_svm.data.cifar10 import locate_cifar10
+from torch_svm.data.config import SPLIT_DEFAULTS
 from torch_svm.utils import atomic_write_bytes, check_choice, check_int
 
 __all__ = ["VerifyData", "load_verify_data", "cache_dir", "cached_arrays", "VERIFY_DATASETS"]
@@ -40,7 +40,7 @@ __all__ = ["VerifyData", "load_verify_data", "cache_dir", "cached_arrays", "VERI
 #: Names :func:`load_verify_data` accepts.
 VERIFY_DATASETS = ("digits", "cifar10", "random")
 _RANDOM_N, _RANDOM_D, _RANDOM_C = 100, 32, 10
-_VERSION = 1                       # bump when what a cache file holds changes
+_VERSION = 2                       # bump when what a cache file holds changes
 
 
 @dataclass(eq=False)  # tensors have no single truth value
@@ -100,24 +100,6 @@ def _files_stamp(source: Path) -> list:
     return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
-def _dev_split(pool: np.ndarray, labels: np.ndarray, num_train: int, num_dev: int, seed: int
-               ) -> Dict[str, np.ndarray]:
-    """The dev images (uint8), their labels and the train split's mean image (float64), as
-    :func:`torch_svm.data.load_dataset` draws and centres them."""
-    mean = pool[:num_train].mean(axis=0, dtype=np.float64)                     # (D,)
-    dev = np.random.default_rng(seed % 2**32).choice(num_train, size=num_dev, replace=False)
-    return {"images": pool[dev], "labels": labels[dev].astype(np.int64), "mean": mean}
-
-
-def _features(images: np.ndarray, mean: np.ndarray) -> torch.Tensor:
-    """``[x - mean, 1]`` computed in float32 (load_dataset's preprocessing), as float64."""
-    out = np.empty((len(images), images.shape[1] + 1), dtype=np.float32)       # (n, D + 1)
-    out[:, :-1] = images
-    out[:, :-1] -= mean.astype(np.float32)
-    out[:, -1] = 1
-    return torch.from_numpy(out).to(torch.float64)
-
-
 def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = None, *,
                      n: Optional[int] = None, seed: int = 0, cache: bool = True) -> VerifyData:
     """The data to judge on (see the module docstring).
@@ -151,10 +133,15 @@ def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = No
     num_dev = n or num_dev
     if num_dev > num_train:
         raise ValueError(f"n must be at most the size of the {name} training split ({num_train}), got {num_dev}")
+    config = DataConfig(num_dev=num_dev, seed=seed, dtype="float32")
+
+    def compute() -> Dict[str, np.ndarray]:
+        data = load_dataset(name, data_dir, config)
+        X, y = data.tensors("dev")
+        return {"X": X.numpy(), "y": y.numpy(), "num_classes": np.array(data.num_classes)}
+
     if name == "digits":
-        images, labels, _ = read_digits()
-        split = _dev_split(images.reshape(len(images), -1), labels, num_train, num_dev, seed)
-        key = _key(data="digits", n=num_dev, seed=seed)
+        split, key = compute(), _key(data="digits", n=num_dev, seed=seed)
     else:
         if data_dir is None:
             raise ValueError("data 'cifar10' needs data_dir (--data-dir): the cifar-10-batches-py "
@@ -162,20 +149,14 @@ def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = No
         source = locate_cifar10(data_dir)
         key = _key(data="cifar10", files=_files_stamp(source), n=num_dev, seed=seed, num_train=num_train)
 
-        def compute() -> Dict[str, np.ndarray]:
-            X_train, y_train, _, _, names = read_cifar10(source)
-            split = _dev_split(X_train.reshape(len(X_train), -1), y_train, num_train, num_dev, seed)
-            return dict(split, num_classes=np.array(len(names)))
-
         def check(a: Dict[str, np.ndarray]) -> bool:
-            return (set(a) == {"images", "labels", "mean", "num_classes"} and a["images"].dtype == np.uint8
-                    and a["images"].shape == (num_dev, 3072) and a["labels"].shape == (num_dev,)
-                    and a["labels"].dtype == np.int64 and a["mean"].shape == (3072,)
-                    and a["mean"].dtype == np.float64 and a["num_classes"].shape == ()
-                    and a["num_classes"].dtype.kind == "i" and 2 <= int(a["num_classes"]) <= 10**4
-                    and bool(((a["labels"] >= 0) & (a["labels"] < a["num_classes"])).all()))
+            return (set(a) == {"X", "y", "num_classes"} and a["X"].dtype == np.float32
+                    and a["X"].shape == (num_dev, 3073) and bool(np.isfinite(a["X"]).all())
+                    and a["y"].shape == (num_dev,) and a["y"].dtype == np.int64
+                    and a["num_classes"].shape == () and a["num_classes"].dtype.kind == "i"
+                    and 2 <= int(a["num_classes"]) <= 10**4
+                    and bool(((a["y"] >= 0) & (a["y"] < a["num_classes"])).all()))
 
         split = cached_arrays("cifar10-dev", key, compute, check, cache=cache)
-    num_classes = int(split.get("num_classes", 10))
-    return VerifyData(_features(split["images"], split["mean"]), torch.from_numpy(split["labels"]),
-                      num_classes, f"{name} dev split", cache_key=key if cache else None)
+    return VerifyData(torch.from_numpy(split["X"]).to(torch.float64), torch.from_numpy(split["y"]),
+                      int(split["num_classes"]), f"{name} dev split", cache_key=key if cache else None)

@@ -138,7 +138,9 @@ class StudyConfig:
 
 
 def _load(name: str, data_dir: Optional[str], device: torch.device) -> Dataset:
-    return load_dataset(name, data_dir, DataConfig(dtype="float64")).to(device)
+    data = load_dataset(name, data_dir, DataConfig(dtype="float64"))
+    data.tensors("train", device=device)         # kept for the study's draws and SGD runs
+    return data
 
 
 def _train_config(config: StudyConfig, name: str, device: torch.device, iters: int) -> TrainConfig:
@@ -181,7 +183,7 @@ def run_study(config: Optional[StudyConfig] = None, *, progress_bar: bool = Fals
             data, deltas=config.deltas, hs=config.hs, draws=config.draws,
             naive_draws=config.naive_draws, init_scale=config.init_scale, reg=config.reg,
             threshold=config.threshold, bandwidth=config.bandwidth,
-            samples=config.prediction_samples, seed=config.seed, tick=tick)
+            samples=config.prediction_samples, seed=config.seed, tick=tick, device=device)
         seconds["sweep"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -190,7 +192,7 @@ def run_study(config: Optional[StudyConfig] = None, *, progress_bar: bool = Fals
             h=config.point_h, init_scale=config.init_scale,
             burn_in=_train_config(config, data.name, device, config.burn_in_iters),
             reg=config.reg, threshold=config.threshold, bandwidth=config.bandwidth,
-            samples=config.prediction_samples, seed=config.seed, tick=tick)
+            samples=config.prediction_samples, seed=config.seed, tick=tick, device=device)
         seconds["where"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -206,7 +208,7 @@ def run_study(config: Optional[StudyConfig] = None, *, progress_bar: bool = Fals
     seconds["total"] = time.perf_counter() - start
     return StudyResults(
         config=dataclasses.asdict(config),
-        data={"name": data.name, "n_dev": data.config.num_dev, "n_train": data.X_train.shape[0],
+        data={"name": data.name, "n_dev": data.config.num_dev, "n_train": data.num_examples("train"),
               "features": data.num_features, "classes": data.num_classes, "device": str(device),
               "threads": torch.get_num_threads(),
               "dtype": "float64", "preprocessing": "mean-subtracted unscaled pixels, bias column"},

@@ -142,15 +142,17 @@ class _Prediction:
 def measure_sweep(data: Dataset, *, deltas: Sequence[float], hs: Sequence[float], draws: int,
                   naive_draws: int, init_scale: float, reg: float, threshold: float,
                   bandwidth: Optional[float], samples: int, seed: int,
-                  tick: Tick) -> Tuple[List[CheckCell], List[PredictionCell]]:
+                  tick: Tick, device: Optional[torch.device] = None
+                  ) -> Tuple[List[CheckCell], List[PredictionCell]]:
     """Parts 1 and 2: the check at the assignment's point for every ``delta`` x ``h``, over
-    ``draws`` draws (seeds ``seed, seed + 1, ...``) of the dev set and W."""
+    ``draws`` draws (seeds ``seed, seed + 1, ...``) of the dev set and W, on ``device``."""
     n, C = data.config.num_dev, data.num_classes
+    X_train, y_train = data.tensors("train", device=device)
     checks: Dict[Tuple[float, float, str], List[GradientCheck]] = defaultdict(list)
     predictions: Dict[Tuple[float, float], _Prediction] = defaultdict(_Prediction)
     simulation = torch.Generator().manual_seed(seed)
     for d in range(draws):
-        _, X, y, W = draw_point(data.X_train, data.y_train, n, init_scale, C, seed + d)
+        _, X, y, W = draw_point(X_train, y_train, n, init_scale, C, seed + d)
         for delta in deltas:
             _, analytic = svm_loss_and_grad(W, X, y, reg, delta=delta)
             density = margin_density_at_zero(scaled_margins(W, X, y, delta), bandwidth)
@@ -183,12 +185,14 @@ def _margin_summary(point: str, margins: List[Tensor]) -> MarginSummary:
 def measure_where(data: Dataset, *, ns: Sequence[int], draws: int, delta: float, h: float,
                   init_scale: float, burn_in: TrainConfig, reg: float, threshold: float,
                   bandwidth: Optional[float], samples: int, seed: int,
-                  tick: Tick) -> Tuple[List[WhereCell], BurnIn, List[MarginSummary]]:
+                  tick: Tick, device: Optional[torch.device] = None
+                  ) -> Tuple[List[WhereCell], BurnIn, List[MarginSummary]]:
     """Part 3: the check (exact differences, ``delta``, ``h``) at the check point's W
     (``init``) and after ``burn_in`` (SGD from a fresh ``burn_in.init_scale * randn``, training
     seed = the draw's seed) on the first ``n`` examples of the draw's order, for each ``n``."""
     C, n_dev = data.num_classes, data.config.num_dev
-    ns = sorted({min(n, data.X_train.shape[0]) for n in ns})
+    X_train, y_train = data.tensors("train", device=device)
+    ns = sorted({min(n, X_train.shape[0]) for n in ns})
     checks: Dict[Tuple[str, int], List[GradientCheck]] = defaultdict(list)
     predictions: Dict[Tuple[str, int], _Prediction] = defaultdict(_Prediction)
     ties: Dict[Tuple[str, int], List[int]] = defaultdict(list)
@@ -196,17 +200,17 @@ def measure_where(data: Dataset, *, ns: Sequence[int], draws: int, delta: float,
     accuracy, trained = [], burn_in
     simulation = torch.Generator().manual_seed(seed)
     for d in range(draws):
-        order, _, _, W_init = draw_point(data.X_train, data.y_train, n_dev, init_scale, C, seed + d)
+        order, _, _, W_init = draw_point(X_train, y_train, n_dev, init_scale, C, seed + d)
         tick(f"burn-in {d + 1}/{draws}")
         result = train(data, dataclasses.replace(burn_in, seed=seed + d))
         accuracy.append(result.val_accuracy)
         trained = result.config
         for point, W in (("init", W_init), ("burn_in", result.model.W.detach())):
-            margins[point].append(term_margins(W, data.X_train[order[:n_dev]],
-                                               data.y_train[order[:n_dev]], delta).double())
+            margins[point].append(term_margins(W, X_train[order[:n_dev]],
+                                               y_train[order[:n_dev]], delta).double())
             for n in ns:
                 tick(f"draw {d + 1}/{draws} {point} N={n}")
-                X, y = data.X_train[order[:n]], data.y_train[order[:n]]
+                X, y = X_train[order[:n]], y_train[order[:n]]
                 _, analytic = svm_loss_and_grad(W, X, y, reg, delta=delta)
                 checks[point, n].append(check_gradient(W, X, y, analytic, delta=delta, h=h,
                                                        method="exact", threshold=threshold, reg=reg))

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch_svm.data import Dataset
 from torch_svm.model import LinearSVM
 from torch_svm.train import TrainConfig, train
-from torch_svm.utils import resolve_dtype
+from torch_svm.utils import resolve_device
 from verification.kinks import count_ties
 from verification.study_results import Distribution, KinkValueEffect, TieCell
 
@@ -55,8 +55,7 @@ def _tf32(enabled: bool) -> Iterator[None]:
 
 def _run(data: Dataset, config: TrainConfig, W0: Tensor) -> Tuple[Tensor, List[int], float]:
     """One run from ``W0``: the final W, the ties of every step, the validation accuracy."""
-    model = LinearSVM(*W0.shape, init_scale=0.0, dtype=data.X_train.dtype,
-                      device=data.X_train.device)
+    model = LinearSVM(*W0.shape, init_scale=0.0, dtype=data.dtype, device=W0.device)
     with torch.no_grad():
         model.W.copy_(W0)
     counts: List[int] = []
@@ -75,8 +74,9 @@ def measure_ties(data: Dataset, *, precisions: Sequence[str], kinks: Sequence[fl
     value, ``config`` with that kink and seed, from ``W0 = init_scale * randn`` of the seed."""
     cells = []
     shape = (data.num_features, data.num_classes)
+    device = resolve_device(config.device)
     for precision in precisions:
-        cast = data.to(dtype=resolve_dtype(precision.split("+")[0]))
+        cast = data.astype(precision.split("+")[0])
         finals: Dict[float, List[Tensor]] = {k: [] for k in kinks}
         accuracy: Dict[float, List[float]] = {k: [] for k in kinks}
         first: List[List[int]] = []                     # ties per step, first kink value's runs
@@ -87,7 +87,7 @@ def measure_ties(data: Dataset, *, precisions: Sequence[str], kinks: Sequence[fl
                 tick(f"ties {data.name} {precision} seed={seed} kink={kink:g}")
                 with _tf32(precision == TF32):
                     W, counts, acc = _run(cast, dataclasses.replace(config, kink=kink, seed=seed),
-                                          W0.to(cast.X_train))
+                                          W0.to(device=device, dtype=cast.dtype))
                 finals[kink].append(W)
                 accuracy[kink].append(acc)
                 if kink == kinks[0]:
@@ -101,7 +101,7 @@ def measure_ties(data: Dataset, *, precisions: Sequence[str], kinks: Sequence[fl
             val_accuracy=Distribution.of(accuracy[k])) for k in kinks]
         terms = config.iters * config.batch_size * (data.num_classes - 1)
         cells.append(TieCell(
-            dataset=data.name, precision=precision, device=str(cast.X_train.device),
+            dataset=data.name, precision=precision, device=str(device),
             iters=config.iters, batch_size=config.batch_size, lr=config.lr, reg=config.reg,
             ties=Distribution.of([sum(c) for c in first]),
             tie_rate=Distribution.of([sum(c) / terms for c in first]),

@@ -23,7 +23,7 @@ import torch
 
 from torch_svm.cli._common import add_threads_arg, command_threads, debug
 from torch_svm.errors import TorchSVMError
-from torch_svm.utils import using_threads
+from torch_svm.device import using_threads
 
 # Subcommand modules, in the order --help lists them.
 _COMMANDS = ("check", "train", "tune", "evaluate", "verify", "kinks")

@@ -12,16 +12,17 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional
 
 
-from torch_svm.arrays import ArrayConfig, ArrayDataset, load_arrays
-from torch_svm.data import DATASETS, SPLIT_DEFAULTS, DataConfig, Dataset, load_dataset
-from torch_svm.errors import UsageError
+from torch_svm.data import DataConfig, Dataset, load_dataset
+from torch_svm.data.config import DATA_DTYPES, SPLIT_DEFAULTS
+from torch_svm.device import DTYPES, auto_threads
+from torch_svm.errors import UsageError, clip
+from torch_svm.files import jsonable
 from torch_svm.model import GRADS
 from torch_svm.train import (DEFAULT_HYPERS, MAX_ITERS, SAMPLINGS, SCHEDULES, USER_DECAY,
                              USER_LR_GAIN, TrainConfig)
-from torch_svm.utils import DTYPES, auto_threads, clip, jsonable
 
 EXIT_STATUS = ("exit status: 0 on success; 2 on bad input, unreadable data or checkpoint, or a "
                "diverged run (inf/NaN loss), with one line on stderr")
@@ -102,14 +103,17 @@ def add_device_arg(parser: argparse.ArgumentParser, default: str = "auto") -> No
                         help="cpu, cuda, cuda:N or auto (cuda when available)")
 
 
-def add_dtype_arg(parser: argparse.ArgumentParser, default: str = "float64") -> None:
-    parser.add_argument("--dtype", default=default, choices=sorted(DTYPES),
-                        help="floating dtype of the computation")
+def add_dtype_arg(parser: argparse.ArgumentParser, default: str, choices=tuple(DTYPES),
+                  help: str = "floating dtype of the computation") -> None:
+    """``--dtype``, the one spelling every command uses: a name of
+    :data:`torch_svm.device.DTYPES` (``choices``, a subset of them)."""
+    parser.add_argument("--dtype", default=default, choices=choices, help=help)
 
 
 def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument("--seed", type=seed_flag, default=default,
-                        help="seeds Python, numpy and torch")
+                        help="seed of this run's own random generators (no global state is "
+                             "touched)")
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
@@ -133,9 +137,10 @@ def add_data_args(p: argparse.ArgumentParser, default_data: Optional[str] = "dig
                    + ("" if default_data else " (default: the checkpoint's)"))
     if default_data:        # evaluate preprocesses as the checkpoint says
         p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
-                       help="PATH data only: scale each feature by its train standard deviation "
-                            "after subtracting the train mean (default: on for PATH; "
-                            "--no-standardize keeps your units, only centred)")
+                       help="scale each feature by its train standard deviation after "
+                            "subtracting the train mean (default: on for PATH; off for digits "
+                            "and cifar10, the assignment's unscaled pixels; --no-standardize "
+                            "keeps your units, only centred)")
     p.add_argument("--data-dir", default=None,
                    help="cifar10 only: the cifar-10-batches-py folder, its parent or the "
                         "cifar-10-python.tar.gz archive")
@@ -190,8 +195,7 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
                         "multi_margin_loss")
     p.add_argument("--log-every", type=int_flag(1, MAX_ITERS), default=d.log_every,
                    help="iterations between loss read-backs and divergence checks (each a sync)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="dtype of the data and W")
+    add_dtype_arg(p, DataConfig().dtype, DATA_DTYPES, "dtype of the data and W")
     add_seed_arg(p, d.seed)
     add_device_arg(p, d.device)
     p.add_argument("--compile", action="store_true",
@@ -220,7 +224,7 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 def command_threads(args) -> int:
     """The CPU threads a command runs on: ``--threads``, or for 0
-    :func:`torch_svm.utils.auto_threads` of its largest repeated GEMM, rows x features x
+    :func:`torch_svm.device.auto_threads` of its largest repeated GEMM, rows x features x
     classes, estimated from its flags: rows ``--batch-size`` (a training step) or ``--n``
     (check, verify), else 500 (verify's and the kink study's dev split); features ``--d``, or
     3073 for CIFAR-10 (``--data cifar10`` or ``--data-dir``), else 65 (digits); classes ``--c``
@@ -234,39 +238,26 @@ def command_threads(args) -> int:
     return auto_threads(rows * features * (getattr(args, "c", None) or 10))
 
 
-def load_data(args, name: Optional[str] = None, defaults: Optional[Dict[str, Any]] = None
-              ) -> Union[Dataset, ArrayDataset]:
-    """The data the flags name: a built-in data set (DataConfig) or, for any other ``--data``,
-    a file mapped by :func:`torch_svm.arrays.load_arrays` (ArrayConfig, whose split and dtype
-    fields have the same names); ``defaults`` fill config fields the flags leave None."""
-    fields = dict(defaults or {})
-    for field in ("num_train", "num_val", "num_test"):
-        if getattr(args, field) is not None:
+def load_data(args, name: Optional[str] = None) -> Dataset:
+    """The data the flags name (``--data``, ``--data-dir``, ``--download``, ``--num-*``,
+    ``--dtype``, ``--standardize``; the data's own draws keep seed 0), loaded by :func:`torch_svm.data.load_dataset`."""
+    fields: Dict[str, Any] = {}
+    for field in ("num_train", "num_val", "num_test", "dtype", "standardize"):
+        if getattr(args, field, None) is not None:
             fields[field] = getattr(args, field)
-    if getattr(args, "dtype", None):
-        fields["dtype"] = args.dtype
     name = name or args.data
     check_data_flags(args, name)
-    if name not in DATASETS:
-        return load_arrays(name, ArrayConfig(**fields, standardize=args.standardize is not False),
-                           progress=not getattr(args, "json", False) and os.environ.get("RANK", "0") == "0")
-    return load_dataset(name, args.data_dir, DataConfig(**fields), download=args.download)
+    return load_dataset(name, args.data_dir, DataConfig(**fields), download=args.download,
+                        progress=not getattr(args, "json", False)
+                        and os.environ.get("RANK", "0") == "0")
 
 
 def check_data_flags(args, name: Optional[str]) -> None:
-    """UsageError for a flag that does not apply to the data ``--data`` names, or a PATH that
-    does not exist."""
+    """UsageError for ``--data-dir`` / ``--download`` with data other than cifar10."""
     if name not in (None, "cifar10") and (args.data_dir is not None or args.download):
         raise UsageError(f"--data-dir and --download only apply to --data cifar10, got "
                          f"--data-dir {clip(repr(args.data_dir), 100)}"
                          + (" --download" if args.download else "") + f" with --data {name}")
-    if name in DATASETS and getattr(args, "standardize", None) is not None:
-        flag = "--standardize" if args.standardize else "--no-standardize"
-        raise UsageError(f"{flag} only applies to --data PATH (your own features); "
-                         f"{name} keeps the assignment's unscaled pixels")
-    if name is not None and name not in DATASETS and not Path(name).exists():
-        raise UsageError(f"--data {clip(name, 200)!r} is neither digits, cifar10 nor an "
-                         f"existing .npz file or folder of .npy files")
 
 
 #: What ``--dry-run`` keeps: iterations per run (each one logged) and settings per tune.
@@ -290,7 +281,7 @@ RUN_FILES = ("model.pt", "metrics.json", "loss.png", "weights.png", "tune.png")
 def check_out(out: Optional[str], produces: Iterable[str] = RUN_FILES) -> Optional[Path]:
     """Check ``--out`` before any work: a folder that exists or can be created, can be written,
     and holds nothing but what a run writes (``produces``, names or glob patterns), because a
-    run replaces the folder whole (:func:`torch_svm.utils.atomic_directory`). Raises UsageError
+    run replaces the folder whole (:func:`torch_svm.files.atomic_directory`). Raises UsageError
     naming ``--out``."""
     if out is None:
         return None
@@ -315,6 +306,11 @@ def check_out(out: Optional[str], produces: Iterable[str] = RUN_FILES) -> Option
         raise UsageError(f"--out {clip(out, 200)!r} cannot be written: "
                          f"{exc.strerror or type(exc).__name__}") from None
     return path
+
+
+def accuracy_text(value: Optional[float]) -> str:
+    """An accuracy as printed: four decimals, or that the split is empty."""
+    return "none (empty split)" if value is None else f"{value:.4f}"
 
 
 def print_json(obj: Any) -> None:

@@ -9,7 +9,8 @@ from torch_svm.cli._common import (add_device_arg, add_dtype_arg, add_json_arg, 
                                    float_flag, int_flag, new_parser, print_json)
 from torch_svm.errors import UsageError
 from torch_svm.losses import svm_loss_and_grad
-from torch_svm.utils import check_memory, resolve_device, resolve_dtype, set_seed
+from torch_svm.device import resolve_device, resolve_dtype
+from torch_svm.errors import check_memory
 
 
 def add_parser(subparsers) -> None:
@@ -40,10 +41,10 @@ def add_parser(subparsers) -> None:
 
 
 def _problem(n, d, c, scale, dtype, device, seed):
-    set_seed(seed)
-    W = (torch.randn(d, c, dtype=torch.float64) * scale).to(device, dtype)
-    X = torch.randn(n, d, dtype=torch.float64).to(device, dtype)
-    y = torch.randint(c, (n,)).to(device)
+    g = torch.Generator().manual_seed(seed)
+    W = (torch.randn(d, c, dtype=torch.float64, generator=g) * scale).to(device, dtype)
+    X = torch.randn(n, d, dtype=torch.float64, generator=g).to(device, dtype)
+    y = torch.randint(c, (n,), generator=g).to(device)
     return W, X, y
 
 

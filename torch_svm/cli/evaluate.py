@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import time
 
-from torch_svm.cli._common import (add_data_args, add_device_arg, add_json_arg, check_data_flags,
-                                   new_parser, print_json)
+from torch_svm.cli._common import (accuracy_text, add_data_args, add_device_arg, add_json_arg,
+                                   check_data_flags, new_parser, print_json)
 from torch_svm.distributed import process_group
-from torch_svm.model import SPLITS, evaluate_checkpoint
+from torch_svm.data import SPLITS
+from torch_svm.evaluate import evaluate_checkpoint
 
 
 def add_parser(subparsers) -> None:
@@ -42,5 +43,5 @@ def run(args) -> int:
         print_json(out)
     else:
         print(f"torch-svm evaluate: {args.checkpoint} on {result.dataset} {result.split} "
-              f"({result.n} examples): accuracy {result.accuracy:.4f}")
+              f"({result.n} examples): accuracy {accuracy_text(result.accuracy)}")
     return 0

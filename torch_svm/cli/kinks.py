@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 from torch_svm.cli._common import (add_device_arg, add_json_arg, add_seed_arg, check_out,
                                    new_parser, print_json)
-from torch_svm.utils import atomic_directory
+from torch_svm.files import atomic_directory
 
 #: What the study writes into --out (a folder holding anything else is not replaced).
 REPORT_FILES = ("report.md", "results.json", "*.png")

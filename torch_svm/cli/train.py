@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List
 
-from torch_svm.arrays import ArrayDataset
-from torch_svm.batches import accuracy
-from torch_svm.cli._common import (add_data_args, add_train_args, check_out, load_data,
-                                   new_parser, print_json, train_config)
+from torch_svm.cli._common import (accuracy_text, add_data_args, add_train_args, check_out,
+                                   load_data, new_parser, print_json, train_config)
 from torch_svm.data import Dataset
 from torch_svm.distributed import process_group
+from torch_svm.evaluate import accuracy
+from torch_svm.files import atomic_directory
 from torch_svm.train import TrainResult, save_run, train
-from torch_svm.utils import atomic_directory
 
 
 def add_parser(subparsers) -> None:
@@ -32,7 +31,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def summary(data: Union[Dataset, ArrayDataset], result: TrainResult) -> Dict[str, Any]:
+def summary(data: Dataset, result: TrainResult) -> Dict[str, Any]:
     """The metrics train and tune both report for a run."""
     c = result.config
     return {"data": data.name, "lr": c.lr, "reg": c.reg, "iters": c.iters,
@@ -42,7 +41,7 @@ def summary(data: Union[Dataset, ArrayDataset], result: TrainResult) -> Dict[str
             "config": dataclasses.asdict(c)}
 
 
-def sizes(data: Union[Dataset, ArrayDataset]) -> str:
+def sizes(data: Dataset) -> str:
     """``"N train / N val / N test"``."""
     return " / ".join(f"{data.num_examples(s)} {s}" for s in ("train", "val", "test"))
 
@@ -77,8 +76,9 @@ def run(args) -> int:
           f"threads={result.threads}" + (" compiled" if c.compile else "")
           + (f" processes={result.world_size}" if result.world_size > 1 else "")
           + (" (dry run: the flags, data and --out checked; not trained)" if args.dry_run else ""))
-    print(f"final loss {metrics['final_loss']:.4f}; train accuracy {result.train_accuracy:.4f}, "
-          f"val accuracy {result.val_accuracy:.4f}, test accuracy {test_accuracy:.4f}; "
+    print(f"final loss {metrics['final_loss']:.4f}; train accuracy "
+          f"{accuracy_text(result.train_accuracy)}, val accuracy "
+          f"{accuracy_text(result.val_accuracy)}, test accuracy {accuracy_text(test_accuracy)}; "
           f"{result.seconds:.2f} s training")
     if out is not None:
         print(f"{written(paths)} to {args.out}")

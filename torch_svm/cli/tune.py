@@ -5,14 +5,15 @@ import argparse
 import time
 from typing import Callable, List
 
-from torch_svm.cli._common import (DRY_RUN_ITERS, DRY_RUN_SETTINGS, add_data_args, add_train_args,
-                                   check_out, int_flag, load_data, new_parser, print_json,
-                                   train_config)
+from torch_svm.cli._common import (DRY_RUN_ITERS, DRY_RUN_SETTINGS, accuracy_text, add_data_args,
+                                   add_train_args, check_out, int_flag, load_data, new_parser,
+                                   print_json, train_config)
 from torch_svm.cli.train import sizes, summary, written
 from torch_svm.distributed import process_group
 from torch_svm.train import MAX_ITERS, save_run
 from torch_svm.tune import DEFAULT_GRIDS, USER_GRID, TuneConfig, default_grid, parse_values, tune
-from torch_svm.utils import atomic_directory, clip
+from torch_svm.errors import clip
+from torch_svm.files import atomic_directory
 
 
 def _values(lo: float, hi: float, *, integer: bool = False) -> Callable[[str], List[float]]:
@@ -101,7 +102,7 @@ def run(args) -> int:
         print(f"{row['lr']:10.3g} {row['reg']:10.3g} {row['iters']:6d} {tail}{mark}")
     b = result.best
     print(f"best: lr={b['lr']:g} reg={b['reg']:g} iters={b['iters']}: train {b['train_accuracy']:.4f}, "
-          f"val {b['val_accuracy']:.4f}, test {result.test_accuracy:.4f} (test measured once, "
+          f"val {b['val_accuracy']:.4f}, test {accuracy_text(result.test_accuracy)} (test measured once, "
           f"for this setting only); {result.seconds:.1f} s in all")
     if out is not None:
         print(f"{written(paths)} to {args.out}")

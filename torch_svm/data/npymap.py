@@ -12,7 +12,7 @@ refused too: nothing here is ever unpickled.
 :func:`release` hands the pages of a range of rows back to the kernel
 (``madvise(MADV_DONTNEED)``; the file is unchanged and a later read maps them again), so a
 pass over a file larger than memory keeps the resident set at about one chunk.
-:mod:`torch_svm.arrays` builds data sets on these views.
+:mod:`torch_svm.data.load` builds data sets on these views.
 """
 from __future__ import annotations
 
@@ -37,11 +37,12 @@ _MAX_HEADER = 1 << 16   # bytes read to parse a .npy header (numpy's own limit i
 
 @dataclass(frozen=True, eq=False)
 class MappedArray:
-    """An array that is a view of a read-only map, and where it lies in that map."""
+    """An array that is a view of a read-only map, and where it lies in that map; or, with
+    ``mapping`` None, an array in memory (nothing to release)."""
 
     array: np.ndarray                # the view (no copy); an empty in-memory array when size 0
-    where: str                       # "file.npz:X" or "folder/X.npy", for messages
-    mapping: Optional[mmap.mmap]     # None when the array is empty
+    where: str                       # "file.npz:X", "folder/X.npy" or "cifar10 train", for messages
+    mapping: Optional[mmap.mmap]     # None: in memory (an empty array of a file included)
     offset: int                      # byte offset of array[0] in mapping
 
 

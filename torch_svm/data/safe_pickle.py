@@ -17,8 +17,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from torch_svm.errors import DataFormatError
-from torch_svm.utils import clip, clipped_repr, describe
+from torch_svm.errors import DataFormatError, clip, clipped_repr, describe
 
 __all__ = ["unpickle_dict", "UnsafePickleError", "MAX_PICKLE_BYTES", "MAX_OPCODES"]
 

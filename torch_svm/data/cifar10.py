@@ -21,7 +21,7 @@ Refusals raise :class:`UnsafePickleError`; safe files that are not CIFAR-10 (sha
 class names) raise :class:`~torch_svm.errors.DataFormatError`. Both name the file and echo the
 offending value, clipped. :func:`read_cifar10` reads the folder or the
 ``cifar-10-python.tar.gz`` archive without unpacking it; :func:`download_cifar10` fetches the
-official archive (md5-checked). Splits and preprocessing are :mod:`torch_svm.data`'s.
+official archive (md5-checked). Splits and preprocessing are :mod:`torch_svm.data.load`'s.
 """
 from __future__ import annotations
 
@@ -36,9 +36,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from torch_svm.errors import DataFormatError, TorchSVMError
-from torch_svm.safe_pickle import MAX_PICKLE_BYTES, UnsafePickleError, unpickle_dict
-from torch_svm.utils import atomic_write_bytes, clip, clipped_repr, describe, open_regular, progress
+from torch_svm.data.safe_pickle import MAX_PICKLE_BYTES, UnsafePickleError, unpickle_dict
+from torch_svm.errors import (DataFormatError, MissingFileError, TorchSVMError, clip,
+                              clipped_repr, describe)
+from torch_svm.files import atomic_write_bytes, open_regular
+from torch_svm.progress import progress
 
 __all__ = ["read_cifar10", "locate_cifar10", "download_cifar10", "UnsafePickleError",
            "DownloadError", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_ARCHIVE", "CIFAR10_SHAPE"]
@@ -110,7 +112,7 @@ def locate_cifar10(data_dir: Union[str, Path], quiet: bool = False) -> Optional[
     if quiet:
         return None
     what = "does not exist" if not path.exists() else "holds no CIFAR-10 files"
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"CIFAR-10 data_dir {str(path)!r} {what}: expected the {_CIFAR_FOLDER}/ folder (with "
         f"{', '.join(_CIFAR_FILES)}), its parent, or {CIFAR10_ARCHIVE} (or a folder holding it); "
         f"download the 'CIFAR-10 python version' from {CIFAR10_URL}")
@@ -133,7 +135,7 @@ def _members(source: Path) -> Iterator[Tuple[str, bytes, str]]:
         for member in _CIFAR_FILES:
             path = source / member
             if not os.path.lexists(path):
-                raise FileNotFoundError(f"CIFAR-10 file {str(path)!r} is missing: expected "
+                raise MissingFileError(f"CIFAR-10 file {str(path)!r} is missing: expected "
                                         f"{', '.join(_CIFAR_FILES)} in {str(source)!r}")
             yield member, _read_file(path), str(path)
         return
@@ -149,14 +151,14 @@ def _members(source: Path) -> Iterator[Tuple[str, bytes, str]]:
                         _check_size(info.size, where)
                         yield member, tar.extractfile(info).read(), where
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            if isinstance(exc, (FileNotFoundError, DataFormatError)):
+            if isinstance(exc, (TorchSVMError, FileNotFoundError)):
                 raise
             raise DataFormatError(
                 f"{source}: not a readable tar archive (expected {CIFAR10_ARCHIVE} or a folder; "
                 f"truncated or corrupt?): {type(exc).__name__}: {clip(str(exc))}") from exc
     missing = [m for m in _CIFAR_FILES if m not in seen]
     if missing:
-        raise FileNotFoundError(f"CIFAR-10 archive {str(source)!r} lacks {', '.join(missing)} "
+        raise MissingFileError(f"CIFAR-10 archive {str(source)!r} lacks {', '.join(missing)} "
                                 f"(expected {_CIFAR_FOLDER}/{{{','.join(_CIFAR_FILES)}}})")
 
 
@@ -266,7 +268,7 @@ def download_cifar10(root: Union[str, Path], *, url: str = CIFAR10_URL,
         raise DownloadError(f"download of {url} failed: {clip(str(reason) or type(exc).__name__)}; "
                             "get the archive by hand and pass --data-dir") from exc
     if digest.hexdigest() != md5:
-        raise ValueError(f"download of {url} has md5 {digest.hexdigest()}, expected {md5}")
+        raise DataFormatError(f"download of {url} has md5 {digest.hexdigest()}, expected {md5}")
     return atomic_write_bytes(dest, b"".join(chunks))
 
 

@@ -1,0 +1,280 @@
+r"""One data set type for every source: :class:`Dataset`.
+
+A data set is four splits (:data:`~torch_svm.data.config.SPLITS`) of raw rows, a
+:class:`~torch_svm.data.preprocessing.Preprocessing` record that turns a raw row into a model
+input, the class names and the shape of one raw sample. Each split is rows of a raw pool
+(:class:`Rows`): an array in memory (the embedded digits, CIFAR-10, arrays you pass) or a
+read-only view of a memory-mapped file (your ``.npz`` or folder of ``.npy``). Nothing is
+preprocessed in place; inputs are made as they are asked for:
+
+* :meth:`Dataset.batch` gathers rows by position (a minibatch);
+* :meth:`Dataset.chunks` streams a range of a split in chunks (accuracy over a split);
+* :meth:`Dataset.tensors` gives a whole split as tensors;
+* :meth:`Dataset.batches` is what a training loop draws minibatches from.
+
+Where the rows live decides how, and only here: a split held in memory is preprocessed once
+per device, the first time it is asked for, and kept (minibatches are then gathered on the
+device into buffers allocated once); a mapped split is read from the file at every batch and
+chunk, in file order, with its pages handed back after each read, so a file larger than
+memory is never held whole. Either way the inputs are the same numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Iterator, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from torch_svm.data.config import SPLITS, DataConfig
+from torch_svm.data.npymap import MappedArray, release
+from torch_svm.data.preprocessing import Preprocessing
+from torch_svm.errors import ArgumentError, ArgumentTypeError, check_int, check_memory, clip
+
+__all__ = ["Dataset", "Rows"]
+
+_GATHER_ROWS = 32       # rows of a mapped batch read between two releases of their pages
+
+Device = Union[str, torch.device, None]
+
+
+@dataclass(frozen=True, eq=False)
+class Rows:
+    """The rows of one split: positions ``rows`` of a raw pool, or (``rows`` None) its first
+    ``size``. ``X`` and ``y`` are in memory when ``X.mapping`` is None, else views of a map."""
+
+    X: MappedArray                  # (M, D) raw rows
+    y: MappedArray                  # (M,) integer labels
+    rows: Optional[np.ndarray]      # (size,) int64 positions in the pool, or None
+    size: int
+
+    @property
+    def mapped(self) -> bool:
+        return self.X.mapping is not None
+
+    def pool_rows(self, pos: np.ndarray) -> np.ndarray:
+        """Rows of the pool at positions ``pos`` of the split."""
+        return self.rows[pos] if self.rows is not None else pos
+
+    def read(self, pos: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(raw (B, D), labels (B,))`` at positions ``pos``, read in pool order (each page of a
+        map touched once, released every :data:`_GATHER_ROWS` rows), returned in ``pos`` order."""
+        rows = self.pool_rows(pos)
+        if not self.mapped:
+            return self.X.array[rows], self.y.array[rows]
+        order = np.argsort(rows, kind="stable")
+        raw = np.empty((len(rows), self.X.array.shape[1]), dtype=self.X.array.dtype)
+        for start in range(0, len(rows), _GATHER_ROWS):
+            group = order[start:start + _GATHER_ROWS]
+            raw[group] = self.X.array[rows[group]]
+            release(self.X, int(rows[group[0]]), int(rows[group[-1]]) + 1)
+        return raw, self.y.array[rows]
+
+    def read_range(self, lo: int, hi: int) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
+        """Positions ``[lo, hi)``: ``(raw, labels, (r0, r1))`` with ``[r0, r1)`` the pool rows
+        spanned, whose pages the caller releases once done with ``raw`` (a view when it can)."""
+        if self.rows is None:
+            return self.X.array[lo:hi], self.y.array[lo:hi], (lo, hi)
+        rows = self.rows[lo:hi]
+        span = (int(rows.min()), int(rows.max()) + 1) if len(rows) else (0, 0)
+        return self.X.array[rows], self.y.array[rows], span
+
+
+@dataclass(eq=False)
+class Dataset:
+    """Splits of raw rows and the preprocessing that makes them inputs (module docstring).
+
+    Inputs are ``X: (B, D + bias)`` in ``config.dtype`` and labels ``y: (B,)`` int64 in
+    ``[0, num_classes)``. Made by :func:`torch_svm.data.load_dataset` and
+    :func:`torch_svm.data.from_arrays`.
+    """
+
+    name: str                                   # "digits", "cifar10", the file's path as given, "arrays"
+    source: Optional[str]                       # what load_dataset loads again (a file: its absolute
+                                                # path); None for arrays
+    class_names: Tuple[str, ...]
+    preprocessing: Preprocessing
+    config: DataConfig                          # every field filled in
+    sample_shape: Tuple[int, ...]               # one raw row's shape: (H, W, C) images, (D,) features
+    mean_square_norm: float                     # E ||x~||^2 of a train input (the lr default's scale)
+    splits: Dict[str, Rows] = field(repr=False)
+    _cache: Dict[Tuple[str, str], Tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ what it holds
+
+    @property
+    def num_features(self) -> int:
+        """Columns of an input, bias column included: D + bias."""
+        return self.splits["train"].X.array.shape[1] + self.preprocessing.bias
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def bias(self) -> bool:
+        return self.preprocessing.bias
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The inputs' dtype (``config.dtype``)."""
+        return getattr(torch, self.config.dtype)
+
+    @property
+    def image_shape(self) -> Tuple[int, int, int]:
+        """``(H, W, C)`` when a raw row is an image (``(H, W)`` or ``(H, W, C)`` with C 1 or 3),
+        so that a class template ``W[:D, c]`` reshapes to a picture; else ``(1, D, 1)``."""
+        s = self.sample_shape
+        if len(s) == 2 or (len(s) == 3 and s[2] in (1, 3)):
+            return (s[0], s[1], s[2] if len(s) == 3 else 1)
+        return (1, self.num_features - self.bias, 1)
+
+    def num_examples(self, split: str) -> int:
+        """Rows in ``split`` (one of :data:`~torch_svm.data.config.SPLITS`)."""
+        return self._rows(split).size
+
+    # ------------------------------------------------------------------ inputs
+
+    def batch(self, split: str, idx: Union[Tensor, np.ndarray], *,
+              device: Device = None) -> Tuple[Tensor, Tensor]:
+        """Positions ``idx: (B,)`` of ``split`` (any order, repeats allowed; a tensor on any
+        device or an array) as ``(X (B, D + bias), y (B,))`` on ``device``."""
+        s = self._rows(split)
+        pos = idx.detach().cpu().numpy() if isinstance(idx, Tensor) else np.asarray(idx)
+        if pos.ndim != 1 or (pos.size and pos.dtype.kind not in "iu"):
+            raise ArgumentError(f"idx must be a 1-D array of integer positions, got shape "
+                                f"{pos.shape} dtype {pos.dtype}")
+        if pos.size and (pos.min() < 0 or pos.max() >= s.size):
+            raise ArgumentError(f"idx must be in [0, {s.size}) for split {split!r}, got values "
+                                f"from {pos.min()} to {pos.max()}")
+        pos = pos.astype(np.int64, copy=False)
+        if not s.mapped:
+            X, y = self.tensors(split, device=device)
+            index = torch.from_numpy(pos).to(X.device)
+            return X.index_select(0, index), y.index_select(0, index)
+        raw, labels = s.read(pos)
+        return self._inputs(raw, labels, device)
+
+    def chunks(self, split: str, *, start: int = 0, stop: Optional[int] = None,
+               chunk_rows: Optional[int] = None, device: Device = None
+               ) -> Iterator[Tuple[Tensor, Tensor]]:
+        """Positions ``[start, stop)`` of ``split`` (default: all of it), in order, as ``(X, y)``
+        chunks of at most ``chunk_rows`` rows (default: one chunk for a split in memory,
+        ``config.chunk_bytes`` worth of float64 rows or scores for a mapped one). A mapped
+        chunk's pages are released once the next is asked for."""
+        s = self._rows(split)
+        stop = s.size if stop is None else check_int("stop", stop, min=0, max=s.size)
+        start = check_int("start", start, min=0, max=stop)
+        if chunk_rows is not None:
+            chunk_rows = check_int("chunk_rows", chunk_rows, min=1)
+        if not s.mapped:
+            X, y = self.tensors(split, device=device)
+            step = chunk_rows or max(1, stop - start)
+            for lo in range(start, stop, step):
+                yield X[lo:min(lo + step, stop)], y[lo:min(lo + step, stop)]
+            return
+        step = chunk_rows or self._chunk_rows()
+        for lo in range(start, stop, step):
+            raw, labels, span = s.read_range(lo, min(lo + step, stop))
+            yield self._inputs(raw, labels, device)
+            release(s.X, *span)
+
+    def tensors(self, split: str, *, device: Device = None) -> Tuple[Tensor, Tensor]:
+        """The whole of ``split`` as ``(X (N, D + bias), y (N,))`` on ``device``.
+
+        A split in memory is made once per device and kept; a mapped split is read in chunks
+        into new tensors each call, refused (ArgumentError) when they would need more than
+        half of this machine's memory: stream it with :meth:`chunks` instead.
+        """
+        s = self._rows(split)
+        device = torch.device("cpu") if device is None else torch.device(device)
+        key = (split, str(device))
+        if key in self._cache:
+            return self._cache[key]
+        check_memory(f"split {split!r} of {clip(self.name, 200)} as tensors (stream it with "
+                     f"Dataset.chunks instead)",
+                     s.size * (self.num_features * self.dtype.itemsize + 8))
+        X = torch.empty(s.size, self.num_features, dtype=self.dtype)
+        y = torch.empty(s.size, dtype=torch.int64)
+        step = self._chunk_rows()
+        for lo in range(0, s.size, step):
+            raw, labels, span = s.read_range(lo, min(lo + step, s.size))
+            X[lo:lo + len(labels)], y[lo:lo + len(labels)] = self._inputs(raw, labels, None)
+            release(s.X, *span)
+        X, y = X.to(device), y.to(device)
+        if not s.mapped:
+            self._cache[key] = (X, y)
+        return X, y
+
+    def astype(self, dtype: str) -> "Dataset":
+        """The same data set with inputs in ``dtype`` (a name of
+        :data:`torch_svm.device.DTYPES`); the raw rows are shared, nothing is copied."""
+        return replace(self, config=replace(self.config, dtype=dtype), _cache={})
+
+    def batches(self, split: str, device: torch.device, rows: int) -> "Batches":
+        """What a training loop draws minibatches of ``split`` from, on ``device``, at most
+        ``rows`` rows each (:class:`Batches`)."""
+        return Batches(self, split, torch.device(device), rows)
+
+    def check_model(self, W: Tensor) -> None:
+        """ArgumentError unless ``W`` is ``(num_features, num_classes)`` and fits the inputs
+        (dtype, device; :func:`torch_svm.losses.validate_svm_inputs` on one row)."""
+        from torch_svm.losses import validate_svm_inputs
+
+        if not isinstance(W, Tensor):
+            raise ArgumentTypeError(f"W must be a torch.Tensor, got {type(W).__name__}")
+        if tuple(W.shape) != (self.num_features, self.num_classes):
+            raise ArgumentError(
+                f"W must have shape ({self.num_features}, {self.num_classes}) for "
+                f"{clip(self.name, 200)}: {self.num_features - self.bias} features"
+                f"{' + the bias column' if self.bias else ''} by {self.num_classes} classes, "
+                f"got W {tuple(W.shape)}")
+        validate_svm_inputs(W, *self.batch("train", np.zeros(1, np.int64), device=W.device))
+
+    # ------------------------------------------------------------------ private
+
+    def _rows(self, split: str) -> Rows:
+        if split not in self.splits:
+            raise ArgumentError(f"split must be one of {SPLITS}, got {clip(repr(split), 100)}")
+        return self.splits[split]
+
+    def _chunk_rows(self) -> int:
+        # a chunk's rows of X as float64, or of its scores (rows, C) when C is the wider
+        D = self.num_features - self.bias
+        return max(1, self.config.chunk_bytes // (8 * max(1, D, self.num_classes)))
+
+    def _inputs(self, raw: np.ndarray, labels: np.ndarray, device: Device
+                ) -> Tuple[Tensor, Tensor]:
+        native = self.config.dtype in ("float32", "float64")      # numpy has no bfloat16
+        X = torch.from_numpy(self.preprocessing.apply(raw, np.dtype(
+            self.config.dtype if native else "float64")))
+        y = torch.from_numpy(np.array(labels, dtype=np.int64))
+        return X.to(device=device, dtype=self.dtype), y.to(device)
+
+
+class Batches:
+    """Minibatches of one split for a training loop.
+
+    ``batch(idx)`` returns ``(X_b (B, D + bias), y_b (B,))`` for indices drawn on
+    ``index_device``. A split in memory is moved to the device once and each batch gathered
+    there into buffers of ``rows`` rows allocated once (a shorter batch fills their first rows;
+    a caller that keeps a batch must copy it); a mapped split is read from the file per batch.
+    """
+
+    def __init__(self, data: Dataset, split: str, device: torch.device, rows: int) -> None:
+        self.data, self.split, self.device = data, split, device
+        self.num_examples = data.num_examples(split)
+        self._mapped = data.splits[split].mapped
+        self.index_device = torch.device("cpu") if self._mapped else device
+        if not self._mapped:
+            self._X, self._y = data.tensors(split, device=device)       # (N, D), (N,)
+            self._Xb = self._X.new_empty(rows, self._X.shape[1])         # (rows, D): reused
+            self._yb = self._y.new_empty(rows)
+
+    def batch(self, idx: Tensor) -> Tuple[Tensor, Tensor]:
+        if self._mapped:
+            return self.data.batch(self.split, idx, device=self.device)
+        b = idx.shape[0]
+        return (torch.index_select(self._X, 0, idx, out=self._Xb[:b]),
+                torch.index_select(self._y, 0, idx, out=self._yb[:b]))
