@@ -246,3 +246,59 @@ def test_standardize_applies_to_the_built_in_data_too(capsys):
     assert standardized.preprocessing.scale is not None
     assert (scaled["lr"], scaled["reg"]) == default_hypers(standardized) != (1e-3, 1.0)
     assert scaled["val_accuracy"] > 0.9
+
+
+def test_a_checkpoint_whose_W_does_not_fit_a_data_file_is_refused(tmp_path, digits_file, capsys):
+    """The check every source shares: W must be (D + 1, C) of the data it is evaluated on. A
+    file with the same D but 9 classes (a column short) is refused, as digits refuse it; the
+    twin, the checkpoint's own file, evaluates."""
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", "--data", str(digits_file), "--iters", "50", "--device",
+                   "cpu", "--out", str(out), "--json")[0] == 0
+    with np.load(digits_file) as z:
+        keep = z["y"] < 9
+        np.savez(tmp_path / "nine.npz", X=z["X"][keep], y=z["y"][keep],
+                 class_names=z["class_names"][:9])
+    code, _, err = run_cli(capsys, "evaluate", str(out / "model.pt"), "--data",
+                           str(tmp_path / "nine.npz"))
+    assert code == 2 and len(err) == 1 and "W must be (65, 9)" in err[0], err
+    code, stdout, _ = run_cli(capsys, "evaluate", str(out / "model.pt"), "--json")
+    assert code == 0 and json.loads(stdout)["accuracy"] > 0.8
+    # a W with an extra column and the file's own metadata (class names, scale): refused too
+    from torch_svm.checkpoint import save_checkpoint
+    from torch_svm.model import LinearSVM
+
+    model, meta = load_checkpoint(out / "model.pt")
+    wide = LinearSVM(65, 11)
+    with torch.no_grad():
+        wide.W[:, :10] = model.W
+        wide.W[:, 10] = 1e3                                  # argmax would pick it every time
+    save_checkpoint(tmp_path / "wide.pt", wide, meta)
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "wide.pt"))
+    assert code == 2 and len(err) == 1 and "W must be (65, 10)" in err[0], err
+
+
+def test_features_of_any_magnitude_are_standardized(tmp_path, digits_file):
+    """Constant columns are found relative to their own scale: the digits scaled by 1e-16 (or
+    1e16) standardize to the same inputs as the digits themselves and train to the same
+    accuracy, through a file and through the estimator; a truly constant column keeps scale 1."""
+    from torch_svm.sklearn import LinearSVMClassifier
+
+    with np.load(digits_file) as z:
+        X, y = z["X"].astype(np.float64), z["y"]
+    runs = {}
+    for factor in (1.0, 1e-16, 1e16):
+        np.savez(tmp_path / f"x{factor}.npz", X=X * factor, y=y)
+        data = load_dataset(tmp_path / f"x{factor}.npz", config=DataConfig(dtype="float64"))
+        runs[factor] = train(data, TrainConfig(iters=300, device="cpu"))
+        scale = data.preprocessing.scale
+        constant = X[data.splits["train"].rows].std(axis=0) == 0
+        assert bool((scale[torch.from_numpy(constant)] == 1).all())       # pixels always 0
+        assert bool((scale[torch.from_numpy(~constant)] != 1).all())
+    for factor in (1e-16, 1e16):
+        assert runs[factor].val_accuracy == pytest.approx(runs[1.0].val_accuracy, abs=0.01)
+    assert runs[1.0].val_accuracy > 0.9
+    tiny = LinearSVMClassifier(random_state=0).fit(X * 1e-16, y)
+    plain = LinearSVMClassifier(random_state=0).fit(X, y)
+    assert tiny.score(X * 1e-16, y) == pytest.approx(plain.score(X, y), abs=0.01)
+    assert plain.score(X, y) > 0.9
