@@ -1,4 +1,4 @@
-"""Memory and speed of :mod:`torch_svm.arrays` on a file larger than one would load whole.
+"""Memory and speed of :mod:`torch_svm.data` on a file larger than one would load whole.
 
 Usage: ``python benchmarks/bench_arrays.py [--mb 1024] [--format npz|folder] [--json]``
 
@@ -6,7 +6,7 @@ Writes a synthetic data file of about ``--mb`` MiB (float32 ``X: (N, 3072)``, CI
 rows, random values, 10 classes) into a temporary folder, then in a fresh child process
 measures, each from the child's own ``/proc/self/status``:
 
-* ``load``: :func:`load_arrays` (one streaming pass: finite check and train mean);
+* ``load``: :func:`torch_svm.data.load_dataset` (one streaming pass: finite check and train mean);
 * ``features``: one :meth:`ArrayDataset.features` pass over train (what an accuracy costs);
 * ``batches``: 200 random minibatches of 200 rows through :meth:`ArrayDataset.batch`;
 * ``plain read`` (folder only): for contrast, summing the same ``X.npy`` through
@@ -51,9 +51,9 @@ def step(name, fn):
                  **{k + "_growth_mb": now[k] - base[k] for k in now}}
 
 holder = {}
-step("load", lambda: holder.update(ds=load_arrays(path, ArrayConfig(chunk_bytes=8 * 2**20))))
+step("load", lambda: holder.update(ds=load_dataset(path, config=DataConfig(chunk_bytes=8 * 2**20))))
 ds = holder["ds"]
-step("features", lambda: sum(int(y.shape[0]) for _, y in ds.features("train")))
+step("features", lambda: sum(int(y.shape[0]) for _, y in ds.chunks("train")))
 gen = torch.Generator().manual_seed(0)
 n = ds.num_examples("train")
 def batches():

@@ -12,7 +12,7 @@ Writes synthetic features as ``X.npy`` (float32, ``(N, D)``, in chunks: never wh
 and ``y.npy`` into a folder (a temporary one under ``--dir``, removed afterwards unless
 ``--keep``): C class means drawn at random, each row its class's mean plus unit noise. Then,
 in a fresh process (``torchrun --standalone --nproc-per-node K`` for ``--procs K > 1``), the
-library trains on it exactly as ``torch-svm train --data DIR`` does: :func:`load_arrays`
+library trains on it exactly as ``torch-svm train --data DIR`` does: :func:`torch_svm.data.load_dataset`
 (one streaming pass: finite check, moments), :func:`train` reading every minibatch from the
 map (val and test 10 % of the rows each, the default lr / reg / init for user data, batch
 200 sampled with replacement), then one evaluation of every row of the file (train, val and

@@ -6,7 +6,7 @@ loop, torch-svm's three gradients, and what a user would pick instead, accuracy 
     python benchmarks/bench_train.py --quick --json             # the CI smoke run (seconds)
     python benchmarks/bench_train.py --device cuda --compile    # torch-svm rows on a GPU
 
-Rows, per data set, all with the data set's default recipe (``torch_svm.train.DEFAULT_HYPERS``:
+Rows, per data set, all with the data set's default recipe (``torch_svm.defaults.DEFAULT_HYPERS``:
 digits lr 1e-3, reg 1; CIFAR-10 lr 1e-7, reg 2.5e4), 1500 iterations of batch 200, seed 0:
 
 * ``numpy float32`` / ``float64``: the assignment's loop, written below as the peer
@@ -51,7 +51,8 @@ import numpy as np
 import torch
 
 from torch_svm.data import Dataset, load_dataset
-from torch_svm.train import DEFAULT_HYPERS, TrainConfig, train
+from torch_svm.defaults import DEFAULT_HYPERS
+from torch_svm.train import TrainConfig, train
 from torch_svm.device import cpu_cores
 from torch_svm.files import jsonable
 

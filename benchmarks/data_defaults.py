@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/data_defaults.py [--iters 1500] [--seeds 2] [--cifar DIR] [--json]``
 (about 10 minutes on 2 cores; ``--quick`` for a smoke run).
 
-:func:`torch_svm.train.default_hypers` sizes a user's data by the mean squared norm of a
+:func:`torch_svm.defaults.default_hypers` sizes a user's data by the mean squared norm of a
 train input row, ``P = E||x~||^2``: ``lr = gain / P`` and ``reg = decay / (2 lr)`` (a weight
 decay of ``decay`` per step). This script trains with the CLI's defaults otherwise (1500 SGD
 steps of 200 rows, sampled with replacement, float32) over a grid of ``gain`` x ``decay``,
@@ -81,7 +81,7 @@ def run(args) -> dict:
             files[name] = Path(tmp) / f"{name}.npz"
             np.savez(files[name], X=X, y=y)
         for standardize in (False, True):
-            data = {name: load_arrays(path, ArrayConfig(standardize=standardize))
+            data = {name: load_dataset(path, config=DataConfig(standardize=standardize))
                     for name, path in files.items()}
             for gain, decay in itertools.product(GAINS, DECAYS):
                 row = {"standardize": standardize, "gain": gain, "decay": decay}

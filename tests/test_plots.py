@@ -1,4 +1,7 @@
-"""The figures: files are PNGs, templates drop the bias row and span 0..255 as the notebook's."""
+"""The figures: PNG images of the expected size with something drawn on them; templates drop
+the bias row and span 0..255 as the notebook's."""
+import matplotlib.image
+import numpy as np
 import pytest
 import torch
 
@@ -29,5 +32,24 @@ def test_plots_write_pngs(tmp_path):
     plot_tune(grid[:3], tmp_path / "scatter.png")              # not a full grid
     for name in ("loss.png", "w.png", "c.png", "grid.png", "scatter.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
+        _assert_drawn(tmp_path / name)
     with pytest.raises(ValueError, match="class_names"):
         plot_weights(torch.randn(65, 10), (8, 8, 1), ["a"], tmp_path / "x.png")
+
+
+def _assert_drawn(path, min_side=100):
+    """The PNG decodes to an image of a readable size with a real picture on it: not one flat
+    colour, and more than a few pixels away from the background."""
+    image = matplotlib.image.imread(path)                          # (H, W, 3 or 4) floats
+    assert image.ndim == 3 and min(image.shape[:2]) >= min_side, image.shape
+    rgb = image[..., :3]
+    background = np.median(rgb.reshape(-1, 3), axis=0)
+    drawn = np.abs(rgb - background).max(axis=-1) > 0.1            # (H, W)
+    assert rgb.std() > 0.01 and drawn.mean() > 0.002, (path.name, rgb.std(), drawn.mean())
+
+
+def test_a_blank_image_is_caught(tmp_path):
+    """The negative twin of _assert_drawn: a PNG of one colour is refused."""
+    matplotlib.image.imsave(tmp_path / "blank.png", np.ones((300, 400, 3)))
+    with pytest.raises(AssertionError):
+        _assert_drawn(tmp_path / "blank.png")

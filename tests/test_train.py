@@ -1,5 +1,7 @@
 """Training, tuning, checkpoints and the train/tune/evaluate CLI, on the embedded digits (CPU, fast)."""
 import json
+import os
+import shutil
 import pickle
 from pathlib import Path
 
@@ -191,6 +193,22 @@ def _aot_eager(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", compile_)
     return calls
+
+
+INDUCTOR = pytest.mark.skipif(
+    os.environ.get("TORCH_SVM_TEST_INDUCTOR") != "1" or not shutil.which(os.environ.get("CXX", "g++")),
+    reason="inductor compiles C++ (about 25 s here); .ci/run runs it after the suite: set "
+           "TORCH_SVM_TEST_INDUCTOR=1 with a C++ compiler on PATH")
+
+
+@INDUCTOR
+def test_the_default_compile_users_get_follows_the_eager_trajectory(digits64):
+    """``--compile`` as users run it: torch.compile's default backend (inductor, C++ kernels)."""
+    config = dict(iters=6, lr=1e-3, reg=0.5, sampling="epoch", batch_size=500, device="cpu")
+    eager = train(digits64, TrainConfig(**config))
+    compiled = train(digits64, TrainConfig(compile=True, **config))
+    torch.testing.assert_close(compiled.model.W, eager.model.W, rtol=1e-9, atol=1e-12)
+    assert compiled.loss_history == pytest.approx(eager.loss_history, rel=1e-9)
 
 
 def test_compiled_step_follows_the_eager_trajectory(digits64, monkeypatch):

@@ -15,8 +15,9 @@ from torch_svm.data import DataConfig, Dataset, from_arrays, load_dataset
 from torch_svm.data.load import read_digits
 from torch_svm.checkpoint import load_checkpoint
 from torch_svm.evaluate import accuracy
-from torch_svm.train import (USER_DECAY, TrainConfig, batch_indices, default_hypers,
-                             default_init_scale, train)
+from torch_svm.defaults import USER_DECAY, default_hypers, default_init_scale
+from torch_svm.train import TrainConfig, batch_indices, train
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,7 +20,6 @@ import torch
 import mutants
 from conftest import integer_problem, run_cli
 from torch_svm.data import DataConfig, load_dataset
-from verification import devdata
 from verification.devdata import cached_arrays, load_verify_data
 from verification.usercode import UserCodeError, load_function, missing_module_hint, parse_output
 from verification.verify import VerifyConfig, default_points, verify

@@ -15,7 +15,7 @@ import torch
 
 from torch_svm.errors import ArgumentError, check_int, clip
 
-__all__ = ["resolve_device", "resolve_dtype", "DTYPES", "auto_threads", "using_threads"]
+__all__ = ["resolve_device", "DTYPES"]
 
 #: Names accepted wherever a dtype is given as a string (CLI flags, configs).
 DTYPES = {

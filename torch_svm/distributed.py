@@ -42,7 +42,7 @@ from torch import Tensor
 from torch_svm.errors import UsageError
 from torch_svm.device import resolve_device
 
-__all__ = ["World", "current_world", "process_group", "all_reduce_sum"]
+__all__ = ["process_group"]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["TorchSVMError", "ArgumentError", "ArgumentTypeError", "UsageError",
-           "DataFormatError", "FileAccessError", "MissingFileError", "CheckpointError"]
+__all__ = ["TorchSVMError", "ArgumentError", "ArgumentTypeError", "DataFormatError",
+           "FileAccessError", "MissingFileError", "CheckpointError"]
 
 
 class TorchSVMError(Exception):

@@ -21,8 +21,7 @@ from typing import IO, Any, Iterator, Union
 
 from torch_svm.errors import DataFormatError, FileAccessError, MissingFileError, clip
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_directory",
-           "open_regular", "jsonable"]
+__all__: list = []    # internal: used by torch_svm itself
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,

@@ -66,16 +66,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from torch_svm.errors import ArgumentError, ArgumentTypeError
 
-__all__ = [
-    "svm_loss",
-    "svm_loss_and_grad",
-    "svm_loss_autograd",
-    "svm_loss_multimargin",
-    "svm_margins",
-    "svm_coefficients",
-    "validate_hyperparameters",
-    "validate_svm_inputs",
-]
+__all__: list = []    # its names are re-exported by the package
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 

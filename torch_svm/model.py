@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch_svm.errors import ArgumentError, check_int, check_real, clip
 from torch_svm.losses import svm_loss, svm_loss_autograd, svm_loss_multimargin
 
-__all__ = ["LinearSVM", "GRADS"]
+__all__ = ["LinearSVM"]
 
 #: Values accepted for ``grad`` in :meth:`LinearSVM.loss`: how ``backward()`` differentiates.
 GRADS = {"hand": svm_loss, "autograd": svm_loss_autograd, "mml": svm_loss_multimargin}

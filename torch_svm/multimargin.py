@@ -21,7 +21,7 @@ from torch_svm.errors import ArgumentError, ArgumentTypeError
 from torch_svm.losses import (_building_graph, _check_labels, _check_p, _finite, _hinge, _real,
                               svm_coefficients)
 
-__all__ = ["multi_margin_loss", "MultiMarginLoss"]
+__all__: list = []    # its names are re-exported by the package
 
 _REDUCTIONS = ("none", "mean", "sum")
 

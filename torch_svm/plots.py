@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from torch_svm.errors import ArgumentError
 from torch_svm.files import atomic_write_bytes
 
-__all__ = ["plot_loss", "plot_weights", "weight_images", "plot_tune"]
+__all__ = ["plot_loss", "plot_weights", "plot_tune"]
 
 
 def _save(fig: Figure, path: Union[str, Path]) -> Path:

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import Any, Iterable, Optional
 
-__all__ = ["progress"]
+__all__: list = []    # internal: used by torch_svm itself
 
 def progress(iterable: Optional[Iterable] = None, *, total: Optional[int] = None,
              desc: str = "", enabled: bool = True, **kwargs: Any):

@@ -2,16 +2,13 @@ r"""A search over the hyperparameters of :func:`torch_svm.train.train`.
 
 :func:`tune` trains once per setting of learning rate x regularization (x iterations), from a
 grid or a log-uniform random sample, picks the setting with the best validation accuracy and
-reports test accuracy for that one model only. :func:`parse_values` reads a list of values as
-people write them (``"1e-7,5e-7"`` or a log range ``"1e-7:1e-5:3"``); :func:`default_grid`
-is the default search: :data:`DEFAULT_GRIDS` for digits and CIFAR-10, and around
-:func:`~torch_svm.train.default_hypers` for your own data.
+reports test accuracy for that one model only. The default search is
+:func:`torch_svm.defaults.default_grid`.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -22,56 +19,9 @@ from torch_svm.data import Dataset
 from torch_svm.errors import ArgumentError, ArgumentTypeError, check_int, check_real, clip
 from torch_svm.evaluate import accuracy
 from torch_svm.progress import progress as progress_bar
-from torch_svm.train import (MAX_ITERS, DivergenceError, TrainConfig, TrainResult,
-                             assignment_recipe, default_hypers, train)
+from torch_svm.train import MAX_ITERS, DivergenceError, TrainConfig, TrainResult, train
 
-__all__ = ["TuneConfig", "TuneResult", "tune", "parse_values", "default_grid", "DEFAULT_GRIDS",
-           "USER_GRID"]
-
-#: Default search per data set: (learning rates, regularization strengths), as parse_values spells them.
-DEFAULT_GRIDS: Dict[str, Tuple[str, str]] = {
-    "cifar10": ("1e-7,5e-7", "1e3,5e3,2.5e4"),
-    "digits": ("1e-4:1e-2:3", "1e-2:1:3"),
-}
-#: Your own data: (lr factors, reg factors) applied to :func:`~torch_svm.train.default_hypers`.
-USER_GRID: Tuple[Tuple[float, ...], Tuple[float, ...]] = ((1 / 3, 1.0, 3.0), (0.1, 1.0, 10.0))
-
-
-def default_grid(data: Dataset) -> Tuple[List[float], List[float]]:
-    """The default (learning rates, regularization strengths) to search for ``data``:
-    :data:`DEFAULT_GRIDS` for digits and CIFAR-10 as the assignment preprocesses them, else :data:`USER_GRID` around the data's
-    default lr and reg (two significant digits)."""
-    if assignment_recipe(data) is not None:
-        lrs, regs = DEFAULT_GRIDS[data.source]
-        return parse_values(lrs), parse_values(regs)
-    lr, reg = default_hypers(data)
-    return ([float(f"{lr * f:.2g}") for f in USER_GRID[0]],
-            [float(f"{reg * f:.2g}") for f in USER_GRID[1]])
-
-
-def parse_values(text: str, *, integer: bool = False) -> List[float]:
-    """``"a,b,c"`` (a list) or ``"lo:hi:n"`` (``n`` log-spaced values from lo to hi, 0 < lo <= hi).
-
-    With ``integer`` the values are rounded to ints. Raises ArgumentError echoing the text.
-    """
-    try:
-        if ":" in text:
-            lo, hi, n = text.split(":")
-            lo, hi, n = float(lo), float(hi), int(n)
-            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi and 1 <= n <= 10_000):
-                raise ValueError
-            values = np.geomspace(lo, hi, n).tolist() if n > 1 else [lo]
-        else:
-            values = [float(v) for v in text.split(",")]
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError
-        if integer:
-            values = [int(round(v)) for v in values]
-    except (ValueError, OverflowError):
-        raise ArgumentError(f"expected a list 'a,b,c' or a log range 'lo:hi:n' (0 < lo <= hi, "
-                         f"1 <= n <= 10000) of finite numbers, got {clip(repr(text), 100)}") from None
-    return values
-
+__all__ = ["TuneConfig", "TuneResult", "tune"]
 
 @dataclass
 class TuneConfig:

@@ -21,8 +21,8 @@ from torch_svm.device import DTYPES, auto_threads
 from torch_svm.errors import UsageError, clip
 from torch_svm.files import jsonable
 from torch_svm.model import GRADS
-from torch_svm.train import (DEFAULT_HYPERS, MAX_ITERS, SAMPLINGS, SCHEDULES, USER_DECAY,
-                             USER_LR_GAIN, TrainConfig)
+from torch_svm.defaults import DEFAULT_HYPERS, USER_DECAY, USER_LR_GAIN
+from torch_svm.train import MAX_ITERS, SAMPLINGS, SCHEDULES, TrainConfig
 
 EXIT_STATUS = ("exit status: 0 on success; 2 on bad input, unreadable data or checkpoint, or a "
                "diverged run (inf/NaN loss), with one line on stderr")

@@ -11,13 +11,14 @@ from torch_svm.cli._common import (DRY_RUN_ITERS, DRY_RUN_SETTINGS, accuracy_tex
 from torch_svm.cli.train import sizes, summary, written
 from torch_svm.distributed import process_group
 from torch_svm.train import MAX_ITERS, save_run
-from torch_svm.tune import DEFAULT_GRIDS, USER_GRID, TuneConfig, default_grid, parse_values, tune
+from torch_svm.defaults import DEFAULT_GRIDS, USER_GRID, default_grid, parse_values
+from torch_svm.tune import TuneConfig, tune
 from torch_svm.errors import clip
 from torch_svm.files import atomic_directory
 
 
 def _values(lo: float, hi: float, *, integer: bool = False) -> Callable[[str], List[float]]:
-    """argparse type for :func:`torch_svm.tune.parse_values`, every value in ``[lo, hi]``."""
+    """argparse type for :func:`torch_svm.defaults.parse_values`, every value in ``[lo, hi]``."""
 
     def parse(text: str) -> List[float]:
         try:

@@ -36,14 +36,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from torch_svm.data.safe_pickle import MAX_PICKLE_BYTES, UnsafePickleError, unpickle_dict
+from torch_svm.data.safe_pickle import MAX_PICKLE_BYTES, UnsafePickleError, unpickle_dict  # noqa: F401 (re-exported: callers catch it here)
 from torch_svm.errors import (DataFormatError, MissingFileError, TorchSVMError, clip,
                               clipped_repr, describe)
 from torch_svm.files import atomic_write_bytes, open_regular
 from torch_svm.progress import progress
 
-__all__ = ["read_cifar10", "locate_cifar10", "download_cifar10", "UnsafePickleError",
-           "DownloadError", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_ARCHIVE", "CIFAR10_SHAPE"]
+__all__ = ["read_cifar10", "download_cifar10"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 from torch_svm.device import DTYPES
 from torch_svm.errors import ArgumentError, check_choice, check_int, clip
 
-__all__ = ["DataConfig", "SPLITS", "DATASETS"]
+__all__: list = []    # its names are re-exported by the package
 
 #: The splits of every data set; dev is drawn from train, for quick checks.
 SPLITS = ("train", "val", "test", "dev")

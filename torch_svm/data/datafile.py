@@ -19,7 +19,7 @@ import numpy as np
 from torch_svm.data.npymap import MappedArray, open_folder, open_npz
 from torch_svm.errors import DataFormatError, MissingFileError
 
-__all__ = ["MEMBERS", "ALIASES", "open_data_file"]
+__all__: list = []    # internal: used by torch_svm itself
 
 #: The arrays a data file may hold; any other name is refused.
 MEMBERS = ("X", "y", "X_val", "y_val", "X_test", "y_test", "class_names")

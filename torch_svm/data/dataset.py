@@ -32,7 +32,7 @@ from torch_svm.data.npymap import MappedArray, release
 from torch_svm.data.preprocessing import Preprocessing
 from torch_svm.errors import ArgumentError, ArgumentTypeError, check_int, check_memory, clip
 
-__all__ = ["Dataset", "Rows"]
+__all__: list = []    # its names are re-exported by the package
 
 _GATHER_ROWS = 32       # rows of a mapped batch read between two releases of their pages
 

@@ -20,7 +20,6 @@ Every error names the source (and the file, array and row where it applies).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -39,7 +38,7 @@ from torch_svm.errors import (ArgumentError, ArgumentTypeError, DataFormatError,
                               MissingFileError, check_memory, clip)
 from torch_svm.progress import progress as progress_bar
 
-__all__ = ["load_dataset", "from_arrays", "read_digits", "MAX_CLASSES"]
+__all__: list = []    # its names are re-exported by the package
 
 #: Labels at or above this are refused (C = the largest label + 1 sets the width of W).
 MAX_CLASSES = 1 << 24

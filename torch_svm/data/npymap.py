@@ -30,7 +30,7 @@ import numpy as np
 
 from torch_svm.errors import DataFormatError
 
-__all__ = ["MappedArray", "open_npz", "open_folder", "release"]
+__all__: list = []    # internal: used by torch_svm itself
 
 _MAX_HEADER = 1 << 16   # bytes read to parse a .npy header (numpy's own limit is 10000)
 

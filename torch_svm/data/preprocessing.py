@@ -28,7 +28,7 @@ from torch import Tensor
 
 from torch_svm.errors import CheckpointError, clip
 
-__all__ = ["Preprocessing"]
+__all__: list = []    # its names are re-exported by the package
 
 
 @dataclass(frozen=True, eq=False)

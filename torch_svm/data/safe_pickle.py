@@ -19,7 +19,7 @@ import numpy as np
 
 from torch_svm.errors import DataFormatError, clip, clipped_repr, describe
 
-__all__ = ["unpickle_dict", "UnsafePickleError", "MAX_PICKLE_BYTES", "MAX_OPCODES"]
+__all__: list = []    # internal: used by torch_svm itself
 
 MAX_PICKLE_BYTES = 64 << 20    # a real CIFAR-10 batch is 31 MB: 10000 x 3072 pixels, labels, file names
 MAX_OPCODES = 100_000          # a real batch has about 30,000 (one or two per label, file name)
