@@ -4,7 +4,7 @@ A data set is four splits (:data:`~torch_svm.data.config.SPLITS`) of raw rows, a
 :class:`~torch_svm.data.preprocessing.Preprocessing` record that turns a raw row into a model
 input, the class names and the shape of one raw sample. Each split is rows of a raw pool
 (:class:`Rows`): an array in memory (the embedded digits, CIFAR-10, arrays you pass) or a
-read-only view of a memory-mapped file (your ``.npz`` or folder of ``.npy``). Nothing is
+file (your ``.npz`` or folder of ``.npy``), read by copying the rows asked for. Nothing is
 preprocessed in place; inputs are made as they are asked for:
 
 * :meth:`Dataset.batch` gathers rows by position (a minibatch);
@@ -14,8 +14,8 @@ preprocessed in place; inputs are made as they are asked for:
 
 Where the rows live decides how, and only here: a split held in memory is preprocessed once
 per device, the first time it is asked for, and kept (minibatches are then gathered on the
-device into buffers allocated once); a mapped split is read from the file at every batch and
-chunk, in file order, with its pages handed back after each read, so a file larger than
+device into buffers allocated once); a split stored in a file is read from it at every batch
+and chunk, by copying just those rows (:mod:`torch_svm.data.npyfile`), so a file larger than
 memory is never held whole. Either way the inputs are the same numbers.
 """
 from __future__ import annotations
@@ -28,13 +28,12 @@ import torch
 from torch import Tensor
 
 from torch_svm.data.config import SPLITS, DataConfig
-from torch_svm.data.npymap import MappedArray, release
+from torch_svm.data.npyfile import Array, MemoryArray
 from torch_svm.data.preprocessing import Preprocessing
-from torch_svm.errors import ArgumentError, ArgumentTypeError, check_int, check_memory, clip
+from torch_svm.errors import (ArgumentError, ArgumentTypeError, DataFormatError, check_int,
+                              check_memory, clip)
 
 __all__: list = []    # its names are re-exported by the package
-
-_GATHER_ROWS = 32       # rows of a mapped batch read between two releases of their pages
 
 Device = Union[str, torch.device, None]
 
@@ -42,43 +41,33 @@ Device = Union[str, torch.device, None]
 @dataclass(frozen=True, eq=False)
 class Rows:
     """The rows of one split: positions ``rows`` of a raw pool, or (``rows`` None) its first
-    ``size``. ``X`` and ``y`` are in memory when ``X.mapping`` is None, else views of a map."""
+    ``size``. ``X`` is in memory or in a file (read by copying rows); ``y`` is in memory."""
 
-    X: MappedArray                  # (M, D) raw rows
-    y: MappedArray                  # (M,) integer labels
+    X: Array                        # (M, D) raw rows
+    y: MemoryArray                  # (M,) integer labels
     rows: Optional[np.ndarray]      # (size,) int64 positions in the pool, or None
     size: int
 
     @property
-    def mapped(self) -> bool:
-        return self.X.mapping is not None
+    def stored(self) -> bool:
+        """Whether X is read from a file at every use (else it is in memory)."""
+        return not self.X.in_memory
 
     def pool_rows(self, pos: np.ndarray) -> np.ndarray:
         """Rows of the pool at positions ``pos`` of the split."""
         return self.rows[pos] if self.rows is not None else pos
 
     def read(self, pos: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """``(raw (B, D), labels (B,))`` at positions ``pos``, read in pool order (each page of a
-        map touched once, released every :data:`_GATHER_ROWS` rows), returned in ``pos`` order."""
+        """``(raw (B, D), labels (B,))`` at positions ``pos``, in that order."""
         rows = self.pool_rows(pos)
-        if not self.mapped:
-            return self.X.array[rows], self.y.array[rows]
-        order = np.argsort(rows, kind="stable")
-        raw = np.empty((len(rows), self.X.array.shape[1]), dtype=self.X.array.dtype)
-        for start in range(0, len(rows), _GATHER_ROWS):
-            group = order[start:start + _GATHER_ROWS]
-            raw[group] = self.X.array[rows[group]]
-            release(self.X, int(rows[group[0]]), int(rows[group[-1]]) + 1)
-        return raw, self.y.array[rows]
+        return self.X.take(rows), self.y.array[rows]
 
-    def read_range(self, lo: int, hi: int) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
-        """Positions ``[lo, hi)``: ``(raw, labels, (r0, r1))`` with ``[r0, r1)`` the pool rows
-        spanned, whose pages the caller releases once done with ``raw`` (a view when it can)."""
+    def read_range(self, lo: int, hi: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(raw, labels)`` of positions ``[lo, hi)`` (a view where it can be)."""
         if self.rows is None:
-            return self.X.array[lo:hi], self.y.array[lo:hi], (lo, hi)
+            return self.X.read_rows(lo, hi), self.y.array[lo:hi]
         rows = self.rows[lo:hi]
-        span = (int(rows.min()), int(rows.max()) + 1) if len(rows) else (0, 0)
-        return self.X.array[rows], self.y.array[rows], span
+        return self.X.take(rows), self.y.array[rows]
 
 
 @dataclass(eq=False)
@@ -106,7 +95,7 @@ class Dataset:
     @property
     def num_features(self) -> int:
         """Columns of an input, bias column included: D + bias."""
-        return self.splits["train"].X.array.shape[1] + self.preprocessing.bias
+        return self.splits["train"].X.shape[1] + self.preprocessing.bias
 
     @property
     def num_classes(self) -> int:
@@ -149,26 +138,25 @@ class Dataset:
             raise ArgumentError(f"idx must be in [0, {s.size}) for split {split!r}, got values "
                                 f"from {pos.min()} to {pos.max()}")
         pos = pos.astype(np.int64, copy=False)
-        if not s.mapped:
+        if not s.stored:
             X, y = self.tensors(split, device=device)
             index = torch.from_numpy(pos).to(X.device)
             return X.index_select(0, index), y.index_select(0, index)
         raw, labels = s.read(pos)
-        return self._inputs(raw, labels, device)
+        return self._inputs(raw, labels, device, split, pos)
 
     def chunks(self, split: str, *, start: int = 0, stop: Optional[int] = None,
                chunk_rows: Optional[int] = None, device: Device = None
                ) -> Iterator[Tuple[Tensor, Tensor]]:
         """Positions ``[start, stop)`` of ``split`` (default: all of it), in order, as ``(X, y)``
         chunks of at most ``chunk_rows`` rows (default: one chunk for a split in memory,
-        ``config.chunk_bytes`` worth of float64 rows or scores for a mapped one). A mapped
-        chunk's pages are released once the next is asked for."""
+        ``config.chunk_bytes`` worth of float64 rows or scores for one stored in a file)."""
         s = self._rows(split)
         stop = s.size if stop is None else check_int("stop", stop, min=0, max=s.size)
         start = check_int("start", start, min=0, max=stop)
         if chunk_rows is not None:
             chunk_rows = check_int("chunk_rows", chunk_rows, min=1)
-        if not s.mapped:
+        if not s.stored:
             X, y = self.tensors(split, device=device)
             step = chunk_rows or max(1, stop - start)
             for lo in range(start, stop, step):
@@ -176,14 +164,14 @@ class Dataset:
             return
         step = chunk_rows or self._chunk_rows()
         for lo in range(start, stop, step):
-            raw, labels, span = s.read_range(lo, min(lo + step, stop))
-            yield self._inputs(raw, labels, device)
-            release(s.X, *span)
+            hi = min(lo + step, stop)
+            raw, labels = s.read_range(lo, hi)
+            yield self._inputs(raw, labels, device, split, np.arange(lo, hi))
 
     def tensors(self, split: str, *, device: Device = None) -> Tuple[Tensor, Tensor]:
         """The whole of ``split`` as ``(X (N, D + bias), y (N,))`` on ``device``.
 
-        A split in memory is made once per device and kept; a mapped split is read in chunks
+        A split in memory is made once per device and kept; a split in a file is read in chunks
         into new tensors each call, refused (ArgumentError) when they would need more than
         half of this machine's memory: stream it with :meth:`chunks` instead.
         """
@@ -199,11 +187,11 @@ class Dataset:
         y = torch.empty(s.size, dtype=torch.int64)
         step = self._chunk_rows()
         for lo in range(0, s.size, step):
-            raw, labels, span = s.read_range(lo, min(lo + step, s.size))
-            X[lo:lo + len(labels)], y[lo:lo + len(labels)] = self._inputs(raw, labels, None)
-            release(s.X, *span)
+            hi = min(lo + step, s.size)
+            raw, labels = s.read_range(lo, hi)
+            X[lo:hi], y[lo:hi] = self._inputs(raw, labels, None, split, np.arange(lo, hi))
         X, y = X.to(device), y.to(device)
-        if not s.mapped:
+        if not s.stored:
             self._cache[key] = (X, y)
         return X, y
 
@@ -244,8 +232,17 @@ class Dataset:
         D = self.num_features - self.bias
         return max(1, self.config.chunk_bytes // (8 * max(1, D, self.num_classes)))
 
-    def _inputs(self, raw: np.ndarray, labels: np.ndarray, device: Device
-                ) -> Tuple[Tensor, Tensor]:
+    def _inputs(self, raw: np.ndarray, labels: np.ndarray, device: Device, split: str,
+                pos: np.ndarray) -> Tuple[Tensor, Tensor]:
+        """Inputs of raw rows at positions ``pos`` of ``split``. Rows read from a file again
+        are checked again: NaN written into it after the load pass is named, not trained on."""
+        s = self.splits[split]
+        if s.stored and self.config.check_finite and raw.dtype.kind == "f" \
+                and not np.isfinite(raw).all():
+            bad = int(np.flatnonzero(~np.isfinite(raw).all(axis=1))[0])
+            raise DataFormatError(f"{s.X.where}: row {int(s.pool_rows(pos[bad:bad + 1])[0])} holds "
+                                  f"NaN or inf now (it was finite when loaded): the file changed "
+                                  f"while in use")
         native = self.config.dtype in ("float32", "float64")      # numpy has no bfloat16
         X = torch.from_numpy(self.preprocessing.apply(raw, np.dtype(
             self.config.dtype if native else "float64")))
@@ -259,21 +256,21 @@ class Batches:
     ``batch(idx)`` returns ``(X_b (B, D + bias), y_b (B,))`` for indices drawn on
     ``index_device``. A split in memory is moved to the device once and each batch gathered
     there into buffers of ``rows`` rows allocated once (a shorter batch fills their first rows;
-    a caller that keeps a batch must copy it); a mapped split is read from the file per batch.
+    a caller that keeps a batch must copy it); a split in a file is read from it per batch.
     """
 
     def __init__(self, data: Dataset, split: str, device: torch.device, rows: int) -> None:
         self.data, self.split, self.device = data, split, device
         self.num_examples = data.num_examples(split)
-        self._mapped = data.splits[split].mapped
-        self.index_device = torch.device("cpu") if self._mapped else device
-        if not self._mapped:
+        self._stored = data.splits[split].stored
+        self.index_device = torch.device("cpu") if self._stored else device
+        if not self._stored:
             self._X, self._y = data.tensors(split, device=device)       # (N, D), (N,)
             self._Xb = self._X.new_empty(rows, self._X.shape[1])         # (rows, D): reused
             self._yb = self._y.new_empty(rows)
 
     def batch(self, idx: Tensor) -> Tuple[Tensor, Tensor]:
-        if self._mapped:
+        if self._stored:
             return self.data.batch(self.split, idx, device=self.device)
         b = idx.shape[0]
         return (torch.index_select(self._X, 0, idx, out=self._Xb[:b]),

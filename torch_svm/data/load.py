@@ -2,7 +2,7 @@ r"""Making a :class:`~torch_svm.data.dataset.Dataset`: one path for every source
 
 A source gives raw *pools*, arrays of rows with their labels: the embedded digits (1,797
 8x8 images, pre-shuffled), CIFAR-10 (read safely, :mod:`torch_svm.data.cifar10`), a data file
-(``.npz`` or a folder of ``.npy``, memory-mapped and its layout checked,
+(``.npz`` or a folder of ``.npy``, its layout checked, read in rows,
 :mod:`torch_svm.data.datafile`) or arrays you pass (:func:`from_arrays`). Then, the same for
 all of them (:func:`_build`):
 
@@ -30,9 +30,9 @@ import numpy as np
 from torch_svm.data.cifar10 import (CIFAR10_ARCHIVE, CIFAR10_SHAPE, CIFAR10_URL,
                                     download_cifar10, locate_cifar10, read_cifar10)
 from torch_svm.data.config import DATASETS, SPLIT_DEFAULTS, SPLITS, DataConfig
-from torch_svm.data.datafile import open_data_file
+from torch_svm.data.datafile import open_data_file, read_class_names
 from torch_svm.data.dataset import Dataset, Rows
-from torch_svm.data.npymap import MappedArray, release
+from torch_svm.data.npyfile import Array, MemoryArray, StoredArray
 from torch_svm.data.preprocessing import Preprocessing
 from torch_svm.errors import (ArgumentError, ArgumentTypeError, DataFormatError,
                               MissingFileError, check_memory, clip)
@@ -46,7 +46,7 @@ _DIGITS_SHAPE = (8, 8, 1)
 _SPLIT_FRACTION = 0.1   # of X's rows, drawn for val and for test when the source has neither
 _NUM_DEV = 500          # dev rows of your own data when num_dev is None (capped at the train rows)
 
-Pools = Dict[str, Tuple[MappedArray, MappedArray]]   # split -> (X (M, D), y (M,))
+Pools = Dict[str, Tuple[Array, MemoryArray]]   # split -> (X (M, D), y (M,))
 
 
 def load_dataset(name: Union[str, Path] = "digits", data_dir: Union[str, Path, None] = None,
@@ -59,8 +59,8 @@ def load_dataset(name: Union[str, Path] = "digits", data_dir: Union[str, Path, N
             ``.npz`` written by ``np.savez`` (uncompressed) or a folder of ``.npy`` files holding
             ``X (N, D)`` (or images ``(N, H, W[, C])``) and labels ``y (N,)`` in ``0..C-1``,
             optionally ``X_val``/``y_val``, ``X_test``/``y_test`` and ``class_names`` (Keras'
-            ``x_train``/``y_train``/``x_test``/``y_test`` too). A file is memory-mapped and
-            never read whole.
+            ``x_train``/``y_train``/``x_test``/``y_test`` too). A file is read in rows as
+            they are needed, never whole.
         data_dir: cifar10 only: the ``cifar-10-batches-py`` folder, its parent, the
             ``cifar-10-python.tar.gz`` archive, or a folder holding the archive.
         config: splits, preprocessing, dtype, seed; default :class:`DataConfig()`.
@@ -122,9 +122,8 @@ def load_dataset(name: Union[str, Path] = "digits", data_dir: Union[str, Path, N
     pools = {"train": (arrays["X"], arrays["y"])}
     pools.update({s: (arrays[f"X_{s}"], arrays[f"y_{s}"]) for s in ("val", "test")
                   if f"X_{s}" in arrays})
-    return _build(str(name), str(path.resolve()), pools, config, class_names,
-                  sample_shape or (arrays["X"].array.shape[1],), standardize=True,
-                  preprocessing=preprocessing, progress=progress)
+    return _build(str(name), str(path.resolve()), pools, config, class_names, sample_shape,
+                  standardize=True, preprocessing=preprocessing, progress=progress)
 
 
 def from_arrays(X: Any, y: Any, *, X_val: Any = None, y_val: Any = None, X_test: Any = None,
@@ -153,11 +152,10 @@ def from_arrays(X: Any, y: Any, *, X_val: Any = None, y_val: Any = None, X_test:
         if ya.shape != (len(xa),) or ya.dtype.kind not in "iu":
             raise ArgumentError(f"{label.replace('X', 'y')} must be 1-D integer labels, one per "
                                 f"row of {label} ({len(xa)},), got shape {ya.shape} dtype {ya.dtype}")
-        pools[split] = (MappedArray(xa, label, None, 0),
-                        MappedArray(ya, label.replace("X", "y"), None, 0))
-    if pools["train"][0].array.shape[0] < 1 or pools["train"][0].array.shape[1] < 1:
-        raise ArgumentError(f"X must have N, D >= 1, got shape {pools['train'][0].array.shape}")
-    return _build(name, None, pools, config, None, (pools["train"][0].array.shape[1],),
+        pools[split] = (MemoryArray(xa, label), MemoryArray(ya, label.replace("X", "y")))
+    if pools["train"][0].shape[0] < 1 or pools["train"][0].shape[1] < 1:
+        raise ArgumentError(f"X must have N, D >= 1, got shape {pools['train'][0].shape}")
+    return _build(name, None, pools, config, None, (pools["train"][0].shape[1],),
                   standardize=True, preprocessing=preprocessing)
 
 
@@ -200,8 +198,8 @@ def _assignment_pools(pool: np.ndarray, pool_y: np.ndarray, test_pool: np.ndarra
         raise ArgumentError(f"num_train + num_val must be <= {len(pool)} (the {name} training "
                             f"pool), got {n_tr} + {n_val} = {n_tr + n_val}")
 
-    def mem(a: np.ndarray, what: str) -> MappedArray:
-        return MappedArray(a, f"{name} {what}", None, 0)
+    def mem(a: np.ndarray, what: str) -> MemoryArray:
+        return MemoryArray(a, f"{name} {what}")
 
     return {"train": (mem(pool[:n_tr], "train"), mem(pool_y[:n_tr], "train labels")),
             "val": (mem(pool[n_tr:n_tr + n_val], "val"), mem(pool_y[n_tr:n_tr + n_val], "val labels")),
@@ -209,7 +207,7 @@ def _assignment_pools(pool: np.ndarray, pool_y: np.ndarray, test_pool: np.ndarra
 
 
 def _build(name: str, source: Optional[str], pools: Pools, config: DataConfig,
-           class_names: Optional[Tuple[str, ...]], sample_shape: Tuple[int, ...], *,
+           class_names: Union[Tuple[str, ...], StoredArray, None], sample_shape: Tuple[int, ...], *,
            standardize: bool, preprocessing: Optional[Preprocessing],
            progress: bool = False) -> Dataset:
     """Splits, the scan, the preprocessing record: the data set (module docstring). The
@@ -220,6 +218,8 @@ def _build(name: str, source: Optional[str], pools: Pools, config: DataConfig,
     splits, config = _cut(pools, config)
     num_classes = config.num_classes or (len(class_names) if source in DATASETS else None)
     (mean, variance), num_classes = _scan(name, splits, config, num_classes, progress)
+    if isinstance(class_names, StoredArray) and config.class_names is None:  # a file's, read now
+        class_names = read_class_names(class_names, num_classes)
     names = config.class_names or class_names or tuple(str(c) for c in range(num_classes))
     if len(names) != num_classes:
         raise DataFormatError(f"{name}: class_names must name the {num_classes} classes, got "
@@ -241,7 +241,7 @@ def _cut(pools: Pools, config: DataConfig) -> Tuple[Dict[str, Rows], DataConfig]
     """Train / val / test / dev rows of the pools (module docstring, step 1); returns them and
     the config with every count filled in."""
     X, y = pools["train"]
-    n = len(X.array)
+    n = len(X)
     rng = np.random.default_rng(config.seed % 2**32)
     splits: Dict[str, Rows] = {}
     drawn: Dict[str, int] = {}
@@ -249,7 +249,7 @@ def _cut(pools: Pools, config: DataConfig) -> Tuple[Dict[str, Rows], DataConfig]
         asked = getattr(config, f"num_{split}")
         if split in pools:
             Xs, ys = pools[split]
-            have = len(Xs.array)
+            have = len(Xs)
             if asked is not None and asked > have:
                 raise ArgumentError(f"num_{split} must be <= {have} (the rows of {Xs.where}), "
                                     f"got {asked}")
@@ -283,45 +283,20 @@ def _cut(pools: Pools, config: DataConfig) -> Tuple[Dict[str, Rows], DataConfig]
 def _rows_read(s: Rows) -> int:
     """Rows of the pool a scan of split ``s`` reads: all of it when the split's rows are
     drawn from it, else its first ``size``."""
-    return len(s.X.array) if s.rows is not None else s.size
+    return len(s.X) if s.rows is not None else s.size
 
 
 def _scan(name: str, splits: Dict[str, Rows], config: DataConfig, num_classes: Optional[int],
           progress: bool) -> Tuple[Tuple[np.ndarray, np.ndarray], int]:
-    """One streaming pass over the rows the splits use (module docstring, step 2). Returns
+    """One streaming pass over the rows the splits use (module docstring, step 2), the cheap
+    checks first: the labels, then the size of W they imply, then X. Returns
     ``((mean, variance), C)``, each moment ``(D,)`` float64, C ``num_classes`` or the largest
     label + 1."""
     train = splits["train"]
-    D = train.X.array.shape[1]
-    step = max(1, config.chunk_bytes // (8 * D))
-    total, squares, shift = np.zeros(D), np.zeros(D), None    # sum, sum of (x - shift)^2
-    top = -1
+    D = train.X.shape[1]
     scanned = [splits[s] for s in ("train", "val", "test")
                if s == "train" or splits[s].X is not train.X]       # drawn from X: with train
-    bar = progress_bar(total=sum(_rows_read(s) for s in scanned), desc="scan", unit="row",
-                       enabled=progress)
-    for s in scanned:
-        used = _rows_read(s)
-        finite = config.check_finite and s.X.array.dtype.kind == "f"
-        for r0 in range(0, used, step):
-            r1 = min(r0 + step, used)
-            chunk = s.X.array[r0:r1]                               # (r1 - r0, D), a view
-            if finite and not np.isfinite(chunk).all():
-                bad = r0 + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
-                raise DataFormatError(f"{s.X.where}: row {bad} holds NaN or inf; the SVM trains "
-                                      f"on finite numbers only")
-            if s is train:
-                if s.rows is not None:
-                    lo, hi = np.searchsorted(s.rows, (r0, r1))
-                    chunk = chunk[s.rows[lo:hi] - r0]              # the train rows among them
-                if len(chunk):
-                    shift = chunk.mean(axis=0, dtype=np.float64) if shift is None else shift
-                    total += chunk.sum(axis=0, dtype=np.float64)
-                    squares += np.square(chunk - shift).sum(axis=0)
-            release(s.X, r0, r1)
-            bar.update(r1 - r0)
-        top = max(top, _check_labels(s.y, used, num_classes))
-    bar.close()    # (on an error, tqdm closes it when the frame is dropped)
+    top = max(_check_labels(s.y, _rows_read(s), num_classes) for s in scanned)
     num_classes = top + 1 if num_classes is None else num_classes
     if num_classes < 2:
         raise DataFormatError(f"{train.y.where}: labels must name at least 2 classes, got only "
@@ -331,8 +306,34 @@ def _scan(name: str, splits: Dict[str, Rows], config: DataConfig, num_classes: O
                      4 * 8 * (D + 1) * num_classes)
     except ArgumentError as exc:
         raise DataFormatError(f"{train.y.where}: {exc}") from None
-    mean = total / train.size
-    variance = np.maximum(squares / train.size - np.square(mean - shift), 0.0)
+    step = max(1, config.chunk_bytes // (8 * D))
+    total, squares, shift = np.zeros(D), np.zeros(D), None    # sum, sum of (x - shift)^2
+    bar = progress_bar(total=sum(_rows_read(s) for s in scanned), desc="scan", unit="row",
+                       enabled=progress)
+    for s in scanned:
+        finite = config.check_finite and s.X.dtype.kind == "f"
+        used = _rows_read(s)
+        for r0 in range(0, used, step):
+            r1 = min(r0 + step, used)
+            chunk = s.X.read_rows(r0, r1)                          # (r1 - r0, D)
+            if finite and not np.isfinite(chunk).all():
+                bad = r0 + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+                raise DataFormatError(f"{s.X.where}: row {bad} holds NaN or inf; the SVM trains "
+                                      f"on finite numbers only")
+            if s is train:
+                if s.rows is not None:
+                    lo, hi = np.searchsorted(s.rows, (r0, r1))
+                    chunk = chunk[s.rows[lo:hi] - r0]              # the train rows among them
+                if len(chunk):
+                    with np.errstate(over="ignore", invalid="ignore"):  # checked once, below
+                        shift = chunk.mean(axis=0, dtype=np.float64) if shift is None else shift
+                        total += chunk.sum(axis=0, dtype=np.float64)
+                        squares += np.square(chunk - shift).sum(axis=0)
+            bar.update(r1 - r0)
+    bar.close()    # (on an error, tqdm closes it when the frame is dropped)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = total / train.size
+        variance = np.maximum(squares / train.size - np.square(mean - shift), 0.0)
     if not (np.isfinite(mean).all() and np.isfinite(variance).all()):
         col = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(variance)))[0])
         raise DataFormatError(f"{train.X.where}: column {col} holds values so large that their "
@@ -340,7 +341,7 @@ def _scan(name: str, splits: Dict[str, Rows], config: DataConfig, num_classes: O
     return (mean, variance), num_classes
 
 
-def _check_labels(y: MappedArray, used: int, num_classes: Optional[int]) -> int:
+def _check_labels(y: MemoryArray, used: int, num_classes: Optional[int]) -> int:
     """Labels of the first ``used`` rows of ``y`` are in ``[0, num_classes)`` (or below
     :data:`MAX_CLASSES` when C is unknown), checked in chunks; returns the largest."""
     top = -1
