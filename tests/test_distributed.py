@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import socket
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -118,3 +119,88 @@ def test_two_gloo_processes_train_the_single_process_model(tmp_path):
     np.testing.assert_allclose(history, alone.loss_history, rtol=1e-10)
     other = train(data, TrainConfig(**{**flags, "seed": 4}))
     assert float((other.model.W.detach() - W).abs().max()) > 0.1 * scale
+
+
+def _launch(tmp_path, argvs, wait=60, target=None):
+    """Fork one worker per argv (rank = position) as torchrun would start them, joined on a
+    fresh port with WORLD_SIZE 2; returns (exit codes, log texts)."""
+    port = _free_port()
+    context = multiprocessing.get_context("fork")
+    logs = [tmp_path / f"rank{r}.log" for r in range(len(argvs))]
+    workers = [context.Process(target=target or _rank, args=(r, port, argv, str(log)))
+               for r, (argv, log) in enumerate(zip(argvs, logs))]
+    for w in workers:
+        w.start()
+    deadline, failed = time.monotonic() + wait, None
+    try:
+        while time.monotonic() < deadline and any(w.is_alive() for w in workers):
+            if failed is None and any(w.exitcode not in (None, 0) for w in workers):
+                failed = time.monotonic()          # one failed: the rest get 2 s to follow
+                deadline = min(deadline, failed + 2)
+            time.sleep(0.02)
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join()
+    return [w.exitcode for w in workers], [log.read_text() if log.exists() else "" for log in logs]
+
+
+def test_a_rank_that_never_starts_is_named_within_the_timeout(tmp_path):
+    """Rank 0 of 2 alone: one line naming rank 1 after --dist-timeout, exit 2 (gloo alone
+    would wait 30 minutes)."""
+    argv = ["train", "--iters", "5", "--device", "cpu", "--dist-timeout", "2"]
+    codes, logs = _launch(tmp_path, [argv], wait=30)
+    assert codes == [2], logs
+    assert "rank(s) 1 never started" in logs[0] and "--dist-timeout" in logs[0]
+    assert logs[0].count("\n") == 1 and "Traceback" not in logs[0]
+
+
+def test_ranks_given_different_data_stop_with_one_line(tmp_path):
+    """The same command but another --num-train on rank 1: without the check the two would mix
+    different rows into one model; both stop, naming what differs. A negative twin (same
+    flags) trains: the check is not one that always fires."""
+    base = ["train", "--iters", "5", "--device", "cpu", "--dist-timeout", "20",
+            "--threads", "1"]
+    codes, logs = _launch(tmp_path, [base + ["--num-train", "1000"],
+                                     base + ["--num-train", "1001"]])
+    assert codes == [2, 2], logs
+    for log in logs:
+        assert "rank 1's data differ from rank 0's (train rows" in log, log
+        assert log.count("\n") == 1
+    codes, logs = _launch(tmp_path, [base + ["--num-train", "1000"]] * 2)
+    assert codes == [0, 0], logs
+
+
+def _stopping_rank(rank: int, port: int, argv: list, log: str) -> None:
+    """Train in-process; rank 1 stops itself (SIGSTOP) before step 7, as a process does that a
+    debugger or ^Z halts."""
+    import signal
+
+    from torch_svm.distributed import DistributedError
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+    def halt(it, *_):
+        if rank == 1 and it == 7:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    with open(log, "w") as fh:
+        try:
+            with process_group("cpu", timeout=2):
+                train(load_dataset("digits"), TrainConfig(iters=50, device="cpu"),
+                      callback=halt, progress=False)
+        except DistributedError as exc:
+            fh.write(str(exc))
+            fh.flush()
+            os._exit(2)
+    os._exit(0)
+
+
+def test_a_stopped_rank_is_named_and_the_others_exit(tmp_path):
+    codes, logs = _launch(tmp_path, [[], []], wait=20, target=_stopping_rank)
+    assert codes[0] == 2, logs
+    assert "rank(s) 1 stopped answering at step 6 (the others reached 7)" in logs[0], logs[0]
+    assert codes[1] == -9                                   # still stopped: killed by _launch

@@ -474,6 +474,26 @@ def test_cli_out_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypa
     assert trained == [] and target.read_text() == "x"
 
 
+
+@pytest.mark.parametrize("length", [200, 255])
+def test_cli_a_long_out_name_is_written_or_refused_before_training(tmp_path, capsys, length,
+                                                                    monkeypatch):
+    """A 200-byte folder name is legal, but ``.<name>.tmp-<pid>-xxxx`` beside it is not: the
+    siblings use a hashed stem and the run lands. 255 bytes plus the sibling suffix cannot
+    be a name: refused at once (one line naming --out), before any training."""
+    out = tmp_path / ("o" * length)
+    code, _, err = run_cli(capsys, "train", "--iters", "3", "--out", str(out), "--json")
+    assert code == 0, err
+    assert (out / "model.pt").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]        # no siblings left
+    too_long = str(tmp_path / ("o" * 256))
+    trained = []
+    monkeypatch.setattr("torch_svm.cli.train.train", lambda *a, **k: trained.append(1))
+    code, _, err = run_cli(capsys, "train", "--out", too_long)
+    assert code == 2 and len(err) == 1 and "--out" in err[0] and "too long" in err[0], err
+    assert trained == []
+
+
 # --------------------------------------------------------------------------- CUDA
 
 

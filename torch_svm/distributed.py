@@ -22,6 +22,12 @@ the mean over all :math:`B` rows. :func:`all_reduce_sum` adds them up in one col
 step, so every process takes the same SGD step and K processes follow the trajectory of one
 process with the same seed and batch, up to the order of float additions.
 
+Failures. Every wait on the other processes is bounded by ``timeout`` (``--dist-timeout``):
+a rank that never starts, crashes or is stopped makes the others exit with a
+:class:`DistributedError` naming it (each rank posts the step it reached to the group's store,
+so the one behind is known), not hang for gloo's 30 minutes. Before training the ranks agree
+on their data (:func:`check_same_data`): ranks given different files stop with one line.
+
 Why an explicit ``all_reduce`` and not ``DistributedDataParallel``: with ``grad="hand"`` the
 loop sets ``W.grad`` itself and never calls ``backward()``, so DDP's gradient hooks would not
 fire; the model is one parameter, so DDP's bucketing has nothing to overlap; and the
@@ -32,17 +38,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
-from typing import Iterator, Tuple, Union
+from datetime import timedelta
+from typing import Iterator, List, Tuple, Union
+
+import numpy as np
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from torch_svm.errors import UsageError
+from torch_svm.errors import TorchSVMError, UsageError, check_real, clip
 from torch_svm.device import resolve_device
 
 __all__ = ["process_group"]
+
+#: Seconds a process waits for the others (to join, and at each collective) by default.
+DIST_TIMEOUT = 300.0
+
+
+class DistributedError(TorchSVMError, RuntimeError):
+    """The processes of a torchrun group could not work together: one never joined, stopped
+    answering or crashed (named where the group can tell), or they hold different data."""
 
 
 @dataclass(frozen=True)
@@ -72,14 +90,52 @@ def current_world() -> World:
 
 
 def all_reduce_sum(t: Tensor) -> Tensor:
-    """``t`` replaced in place by its sum over every process (nothing to do alone)."""
+    """``t`` replaced in place by its sum over every process (nothing to do alone); a
+    DistributedError naming the rank that fell behind when the others stop answering."""
     if current_world().size > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        try:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        except (RuntimeError, dist.DistError) as exc:
+            raise DistributedError(_collective_failure(exc)) from None
     return t
 
 
+def report_progress(step: int) -> None:
+    """Post this rank's step to the group's store (the roll call a failure message reads)."""
+    world = current_world()
+    if world.size > 1 and _STORE:
+        try:
+            _STORE[0].set(f"torch_svm/step/{world.rank}", str(step))
+        except (RuntimeError, dist.DistError):
+            pass                    # the store is rank 0's: if it is gone, the collective says so
+
+
+def check_same_data(fingerprint: np.ndarray, fields: Tuple[str, ...]) -> None:
+    """DistributedError unless every rank's ``fingerprint`` (int64 values named ``fields``)
+    equals rank 0's: ranks that train on different data would mix them without a word."""
+    world = current_world()
+    if world.size == 1:
+        return
+    mine = torch.from_numpy(np.asarray(fingerprint, dtype=np.int64))
+    gathered: List[Tensor] = [torch.empty_like(mine) for _ in range(world.size)]
+    try:
+        dist.all_gather(gathered, mine)
+    except (RuntimeError, dist.DistError) as exc:
+        raise DistributedError(_collective_failure(exc)) from None
+    for rank, theirs in enumerate(gathered):
+        differ = [f for f, a, b in zip(fields, gathered[0].tolist(), theirs.tolist()) if a != b]
+        if differ:
+            raise DistributedError(
+                f"rank {rank}'s data differ from rank 0's ({', '.join(differ)}): every process "
+                f"must be given the same data (--data) and split flags")
+
+
+_STORE: List["dist.Store"] = []     # the group's store while a group is joined
+
+
 @contextlib.contextmanager
-def process_group(device: Union[str, torch.device] = "auto") -> Iterator[World]:
+def process_group(device: Union[str, torch.device] = "auto",
+                  timeout: float = DIST_TIMEOUT) -> Iterator[World]:
     """Join the process group torchrun describes in the environment, for the ``with`` block.
 
     Without ``WORLD_SIZE`` in the environment (no torchrun), or with ``WORLD_SIZE=1``, nothing
@@ -87,9 +143,11 @@ def process_group(device: Union[str, torch.device] = "auto") -> Iterator[World]:
     resolves to CUDA (each process then computes on GPU ``LOCAL_RANK``, made the current
     device) and gloo on a CPU; the group is destroyed on the way out.
 
-    Raises UsageError when the environment is half set (a rank without a master address) or
-    asks for more GPUs than the machine has.
+    ``timeout`` (seconds) bounds every wait on the other processes. Raises UsageError when the
+    environment is half set (a rank without a master address) or asks for more GPUs than the
+    machine has, and DistributedError when the others do not all join within ``timeout``.
     """
+    timeout = check_real("timeout", timeout, min=0, min_open=True, max=1e7)
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         yield World()
@@ -106,8 +164,57 @@ def process_group(device: Union[str, torch.device] = "auto") -> Iterator[World]:
                              f"{torch.cuda.device_count()}; use --nproc-per-node "
                              f"{torch.cuda.device_count()} or fewer")
         torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    rank = int(os.environ["RANK"])
+    try:
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
+    except (RuntimeError, ValueError, dist.DistError) as exc:
+        raise DistributedError(_join_failure(exc, rank, size, timeout)) from None
+    _STORE[:] = [dist.distributed_c10d._get_default_store()]
+    report_progress(0)
     try:
         yield current_world()
     finally:
+        _STORE.clear()
         dist.destroy_process_group()
+
+
+def _join_failure(exc: BaseException, rank: int, size: int, timeout: float) -> str:
+    """Why the group could not be joined, naming the ranks that did not come."""
+    text = " ".join(str(exc).split())
+    joined = re.search(r"(\d+)/(\d+) clients joined", text)
+    if joined and int(joined.group(1)) == 1:
+        missing = ", ".join(str(r) for r in range(size) if r != rank)
+        return (f"rank {rank} of {size}: no other process joined within {timeout:g} s "
+                f"(--dist-timeout): rank(s) {missing} never started or cannot reach "
+                f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}")
+    if joined:
+        return (f"rank {rank} of {size}: only {joined.group(1)} of {size} processes joined within "
+                f"{timeout:g} s (--dist-timeout); start all {size} (torchrun --nproc-per-node)")
+    return (f"rank {rank} of {size}: could not join the group within {timeout:g} s "
+            f"(--dist-timeout): {clip(text, 300)}")
+
+
+def _collective_failure(exc: BaseException) -> str:
+    """Why a collective failed: the rank whose posted step is behind (stopped or crashed)."""
+    world = current_world()
+    steps = {}
+    if _STORE:
+        for r in range(world.size):
+            try:
+                _STORE[0].wait([f"torch_svm/step/{r}"], timedelta(seconds=1))
+                steps[r] = int(_STORE[0].get(f"torch_svm/step/{r}"))
+            except (RuntimeError, ValueError, dist.DistError):
+                steps[r] = None
+    cause = clip(" ".join(str(exc).split()), 200)
+    if steps and all(v is not None for v in steps.values()) and len(set(steps.values())) > 1:
+        low = min(steps.values())
+        behind = [r for r, v in steps.items() if v == low]
+        return (f"rank {world.rank} of {world.size}: rank(s) {', '.join(map(str, behind))} "
+                f"stopped answering at step {low} (the others reached {max(steps.values())}): "
+                f"stopped, crashed or too slow for --dist-timeout ({cause})")
+    gone = [r for r, v in steps.items() if v is None]
+    if gone:
+        return (f"rank {world.rank} of {world.size}: rank(s) {', '.join(map(str, gone))} cannot "
+                f"be reached (crashed, or rank 0's store is gone): {cause}")
+    return (f"rank {world.rank} of {world.size}: another process stopped answering (stopped, "
+            f"crashed or too slow for --dist-timeout): {cause}")

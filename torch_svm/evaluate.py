@@ -22,7 +22,7 @@ import torch
 from torch_svm.checkpoint import load_checkpoint
 from torch_svm.data import SPLITS, DataConfig, Dataset, Preprocessing, load_dataset
 from torch_svm.device import resolve_device
-from torch_svm.distributed import all_reduce_sum, current_world
+from torch_svm.distributed import all_reduce_sum, check_same_data, current_world
 from torch_svm.errors import ArgumentError, CheckpointError, check_choice, clip
 from torch_svm.model import LinearSVM
 from torch_svm.progress import progress as progress_bar
@@ -107,6 +107,7 @@ def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
             f"{data.num_classes}) with the same class names")
     if model.W.dtype != data.dtype:
         model = model.to(data.dtype)
+    check_same_data(data.fingerprint(), data.FINGERPRINT)       # a process group: one data set
     return Evaluation(dataset=data.name, split=split, n=data.num_examples(split),
                       accuracy=accuracy(model, data, split, progress=progress))
 

@@ -9,6 +9,7 @@ otherwise (a FIFO is never waited on). :func:`jsonable` makes results strict JSO
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -140,7 +141,7 @@ def atomic_directory(path: Union[str, Path]) -> Iterator[Path]:
         raise FileAccessError(f"atomic_directory: {str(path)!r} exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_after_killed_runs(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_sibling_prefix(path, "tmp")))
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -148,7 +149,7 @@ def atomic_directory(path: Union[str, Path]) -> Iterator[Path]:
         yield tmp
         trash = None
         if path.exists():
-            trash = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.trash-{os.getpid()}-")
+            trash = tempfile.mkdtemp(dir=path.parent, prefix=_sibling_prefix(path, "trash"))
             os.rename(path, trash)             # onto the empty folder just made: a name we own
         try:
             os.rename(tmp, path)
@@ -163,10 +164,34 @@ def atomic_directory(path: Union[str, Path]) -> Iterator[Path]:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def probe_atomic_directory(path: Union[str, Path]) -> None:
+    """Make and remove the very siblings :func:`atomic_directory` will make next to ``path``
+    (its temporary and trash folders), so a name too long or a folder that cannot be written
+    fails now, before any work, with the OSError it would give then."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for kind in ("tmp", "trash"):
+        os.rmdir(tempfile.mkdtemp(dir=path.parent, prefix=_sibling_prefix(path, kind)))
+
+
+def _sibling_prefix(path: Path, kind: str) -> str:
+    """``.<name>.<kind>-<pid>-``: the name of ``path`` kept short enough that the sibling's
+    name stays within the 255 bytes a file name may have (a long one is cut and hashed)."""
+    return f".{_stem(path)}.{kind}-{os.getpid()}-"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    if len(name.encode()) <= 160:
+        return name
+    return (name.encode()[:100].decode(errors="ignore") + "~"
+            + hashlib.sha256(name.encode()).hexdigest()[:16])
+
+
 def _clean_after_killed_runs(path: Path) -> None:
     """Put back an old folder that a killed run left under its trash name (``path`` missing),
     then delete the temporary and trash folders of runs that are no longer running."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(tmp|trash)-(\d+)-[^/]+\Z")
+    pattern = re.compile(rf"\.{re.escape(_stem(path))}\.(tmp|trash)-(\d+)-[^/]+\Z")
     for entry in sorted(path.parent.iterdir()):
         match = pattern.match(entry.name)
         if (match is None or entry.is_symlink() or not entry.is_dir()

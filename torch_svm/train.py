@@ -57,7 +57,8 @@ from torch_svm.checkpoint import checkpoint_metadata, save_checkpoint
 from torch_svm.data import Dataset
 from torch_svm.defaults import DEFAULT_HYPERS, default_hypers, default_init_scale  # noqa: F401
 from torch_svm.device import auto_threads, resolve_device, using_threads
-from torch_svm.distributed import all_reduce_sum, current_world
+from torch_svm.distributed import (all_reduce_sum, check_same_data, current_world,
+                                   report_progress)
 from torch_svm.errors import (ArgumentError, ArgumentTypeError, TorchSVMError, check_choice,
                               check_int, check_memory, check_real, clip)
 from torch_svm.evaluate import accuracy
@@ -288,6 +289,7 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
                           dtype=data.dtype, generator=torch.Generator().manual_seed(config.seed))
     model = model.to(device)
     data.check_model(model.W)                                   # once: the steps skip it
+    check_same_data(data.fingerprint(), data.FINGERPRINT)       # a process group: one data set
     source = data.batches("train", device, share)
     generator = torch.Generator(device=source.index_device).manual_seed(config.seed)
     # foreach=False: for one parameter on a CPU, the plain loop is the cheapest step (29 us
@@ -323,6 +325,7 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
                                       delta=config.delta, p=config.p, kink=config.kink)
                     loss.backward()
                 if reduced is not None:         # the whole batch's loss and gradient
+                    report_progress(it)         # the roll call a failure message reads (7 us)
                     loss = _sum_over_processes(model.W, loss, (hi - lo) / idx.shape[0], reduced)
                 optimizer.step()
                 if scheduler is not None:

@@ -18,8 +18,9 @@ from typing import Any, Callable, Dict, Iterable, Optional
 from torch_svm.data import DataConfig, Dataset, load_dataset
 from torch_svm.data.config import DATA_DTYPES, SPLIT_DEFAULTS
 from torch_svm.device import DTYPES, auto_threads
+from torch_svm.distributed import DIST_TIMEOUT
 from torch_svm.errors import UsageError, clip
-from torch_svm.files import jsonable
+from torch_svm.files import jsonable, probe_atomic_directory
 from torch_svm.model import GRADS
 from torch_svm.defaults import DEFAULT_HYPERS, USER_DECAY, USER_LR_GAIN
 from torch_svm.train import MAX_ITERS, SAMPLINGS, SCHEDULES, TrainConfig
@@ -101,6 +102,13 @@ def new_parser(subparsers, name: str, help: str, description: str,
 def add_device_arg(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     parser.add_argument("--device", default=default,
                         help="cpu, cuda, cuda:N or auto (cuda when available)")
+
+
+def add_dist_timeout_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dist-timeout", type=float_flag(0, 1e7, min_open=True),
+                        default=DIST_TIMEOUT, metavar="SECONDS",
+                        help="under torchrun: how long a process waits for the others (to join, "
+                             "and at each step) before it stops, naming the rank that fell behind")
 
 
 def add_dtype_arg(parser: argparse.ArgumentParser, default: str, choices=tuple(DTYPES),
@@ -198,6 +206,7 @@ def add_train_args(p: argparse.ArgumentParser, *, hypers: bool = True) -> None:
     add_dtype_arg(p, DataConfig().dtype, DATA_DTYPES, "dtype of the data and W")
     add_seed_arg(p, d.seed)
     add_device_arg(p, d.device)
+    add_dist_timeout_arg(p)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the loss and gradient (C++ kernels on a CPU, CUDA graphs "
                         "on a GPU); the first step compiles, which takes seconds")
@@ -288,24 +297,28 @@ def check_out(out: Optional[str], produces: Iterable[str] = RUN_FILES) -> Option
     if not out.strip():
         raise UsageError("--out must name a folder, got ''")
     path = Path(out).expanduser()
+    try:
+        _check_out_folder(out, path, tuple(produces))
+    except OSError as exc:                     # too long a name, no permission, a full disk
+        raise UsageError(f"--out {clip(out, 200)!r} cannot be written: "
+                         f"{exc.strerror or type(exc).__name__}") from None
+    return path
+
+
+def _check_out_folder(out: str, path: Path, patterns: tuple) -> None:
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise UsageError(f"--out {clip(out, 200)!r} exists and is not a folder")
     if path.is_dir():
-        patterns = tuple(produces)
         foreign = sorted(p.name for p in path.iterdir()
                          if p.is_dir() or not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
         if foreign:
             raise UsageError(f"--out {clip(out, 200)!r} holds files torch-svm did not write "
                              f"({clip(', '.join(foreign[:3]), 100)}{', ...' if len(foreign) > 3 else ''}); "
                              f"a run replaces the folder whole, so choose a new or empty folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--out {clip(out, 200)!r} cannot be written: "
-                         f"{exc.strerror or type(exc).__name__}") from None
-    return path
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
+    probe_atomic_directory(path)               # the siblings the run will make, made now
 
 
 def accuracy_text(value: Optional[float]) -> str:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 
-from torch_svm.cli._common import (accuracy_text, add_data_args, add_device_arg, add_json_arg,
-                                   check_data_flags, new_parser, print_json)
+from torch_svm.cli._common import (accuracy_text, add_data_args, add_device_arg,
+                                   add_dist_timeout_arg, add_json_arg, check_data_flags,
+                                   new_parser, print_json)
 from torch_svm.distributed import process_group
 from torch_svm.data import SPLITS
 from torch_svm.evaluate import evaluate_checkpoint
@@ -22,6 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate on")
     add_data_args(p, default_data=None)
     add_device_arg(p, "cpu")
+    add_dist_timeout_arg(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -29,7 +31,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     start = time.perf_counter()
     check_data_flags(args, args.data)
-    with process_group(args.device) as world:   # torchrun: a data file's split shared out
+    with process_group(args.device, timeout=args.dist_timeout) as world:   # torchrun: a data file's split shared out
         result = evaluate_checkpoint(
             args.checkpoint, split=args.split, dataset=args.data, data_dir=args.data_dir,
             sizes={"num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test},

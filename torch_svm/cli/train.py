@@ -56,7 +56,7 @@ def run(args) -> int:
     config = train_config(args)
     out = check_out(args.out)
     data = load_data(args)
-    with process_group(config.device) as world:   # torchrun: K processes, one model
+    with process_group(config.device, timeout=args.dist_timeout) as world:   # torchrun: K processes, one model
         result = train(data, config, progress=not args.json and world.main)
         test_accuracy = accuracy(result.model, data, "test", progress=not args.json and world.main)
     if not world.main:

@@ -73,7 +73,7 @@ def run(args) -> int:
             lrs, regs = lrs[:DRY_RUN_SETTINGS], regs[:1]
     config = TuneConfig(lrs=lrs, regs=regs, iters=iters, random=random,
                         base=train_config(args, lr=None, reg=None, iters=max(iters)))
-    with process_group(config.base.device) as world:   # torchrun: each setting on K processes
+    with process_group(config.base.device, timeout=args.dist_timeout) as world:   # torchrun: each setting on K processes
         result = tune(data, config, progress=not args.json and world.main)
     if not world.main:
         return 0

@@ -20,6 +20,7 @@ memory is never held whole. Either way the inputs are the same numbers.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterator, Optional, Tuple, Union
 
@@ -30,6 +31,7 @@ from torch import Tensor
 from torch_svm.data.config import SPLITS, DataConfig
 from torch_svm.data.npyfile import Array, MemoryArray
 from torch_svm.data.preprocessing import Preprocessing
+from torch_svm.device import DTYPES
 from torch_svm.errors import (ArgumentError, ArgumentTypeError, DataFormatError, check_int,
                               check_memory, clip)
 
@@ -219,6 +221,26 @@ class Dataset:
                 f"{' + the bias column' if self.bias else ''} by {self.num_classes} classes, "
                 f"got W {tuple(W.shape)}")
         validate_svm_inputs(W, *self.batch("train", np.zeros(1, np.int64), device=W.device))
+
+    #: What :meth:`fingerprint` holds, in order.
+    FINGERPRINT = ("train rows", "val rows", "test rows", "features", "classes", "dtype",
+                   "content", "labels")
+
+    def fingerprint(self) -> np.ndarray:
+        """``(8,)`` int64 that two processes compare to know they hold the same data (names in
+        :data:`FINGERPRINT`): the split sizes, D, C, the dtype, and hashes of the first and
+        last rows of train and of the labels."""
+        s = self.splits["train"]
+        rows = np.unique([0, max(s.size - 1, 0)])[:s.size].astype(np.int64)
+        raw, labels = s.read(rows)
+        content = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).digest()
+        every = s.y.array if s.rows is None else s.y.array[s.rows]
+        tags = hashlib.sha256(np.ascontiguousarray(every[:s.size]).tobytes()).digest()
+        values = [self.num_examples(x) for x in ("train", "val", "test")] + [
+            self.num_features, self.num_classes, sorted(DTYPES).index(self.config.dtype),
+            int.from_bytes(content[:8], "little", signed=True),
+            int.from_bytes(tags[:8], "little", signed=True)]
+        return np.array(values, dtype=np.int64)
 
     # ------------------------------------------------------------------ private
 
