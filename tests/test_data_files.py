@@ -410,7 +410,8 @@ def test_npz_member_with_a_lying_size_is_refused(tmp_path):
     ("center", 1, "center must be True or False, got 1"),
     ("dtype", "int8", "dtype must be one of .*got 'int8'"),
     ("seed", -1, "seed must be an integer >= 0 and <= 9223372036854775807, got -1"),
-    ("chunk_bytes", 0, "chunk_bytes must be an integer >= 1, got 0"),
+    ("chunk_bytes", 0, "chunk_bytes must be an integer >= 1 and <= 1073741824, got 0"),
+    ("chunk_bytes", 2**62, "chunk_bytes must be .* <= 1073741824, got 4611686018427387904"),
     ("class_names", "abc", "class_names must be None or a sequence of strings, got 'abc'"),
 ])
 def test_config_is_checked_when_made(field, value, message):
@@ -525,3 +526,101 @@ def test_images_and_keras_names_are_rows_of_the_same_map(tmp_path, fmt):
         assert torch.equal(a, b) and torch.equal(ya, yb)
     rgb = load_dataset(_save(tmp_path, "npz", X=np.ascontiguousarray(X[:, :6]).reshape(N, 1, 2, 3), y=y))
     assert rgb.image_shape == (1, 2, 3)                        # (H, W, C) with C = 3
+
+
+# --------------------------------------------------------------- the file changes while in use
+
+
+def _train_while(tmp_path, change):
+    """Train on a folder of .npy files; at step 3 ``change(X path)`` alters X.npy."""
+    from torch_svm.train import TrainConfig, train
+
+    X, y = _arrays(n=2000)
+    folder = _save(tmp_path, "folder", X=X, y=y)
+    data = load_dataset(folder, config=DataConfig(num_train=1600))
+
+    def callback(it, *_):
+        if it == 3:
+            change(folder / "X.npy")
+    return folder, lambda: train(data, TrainConfig(iters=30, batch_size=500, device="cpu"),
+                                 callback=callback, progress=False)
+
+
+@pytest.mark.parametrize("keep", [0, 128, 128 + 4 * D * 1000])
+def test_a_file_truncated_during_training_is_named_not_a_crash(tmp_path, keep):
+    """Rows are copied by pread, never mapped: a cut file reads short, which is a one-line
+    DataFormatError naming the file (a mapped read would die of SIGBUS, signal 7)."""
+    def cut(path):
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+    folder, run = _train_while(tmp_path, cut)
+    with pytest.raises(DataFormatError, match=rf"{folder / 'X.npy'}.*(shorter|changed|truncated)"):
+        run()
+
+
+def test_nan_written_during_training_names_the_row_not_the_learning_rate(tmp_path):
+    """The load pass found X finite; NaN written into it later is named with its row when a
+    batch reads it, instead of surfacing as a diverged loss blamed on the learning rate."""
+    def poison(path):
+        X = np.load(path, mmap_mode="r+")
+        X[:] = np.nan
+        X.flush()
+    folder, run = _train_while(tmp_path, poison)
+    with pytest.raises(DataFormatError, match=r"X.npy: row \d+ holds NaN or inf now .*changed"):
+        run()
+
+
+# --------------------------------------------------------------------------- reader fuzz
+
+
+def _mutants(blob: bytes, rng: np.random.Generator, count: int):
+    """``count`` damaged copies of ``blob``: bytes flipped or overwritten (biased to the
+    headers, where the parsers are), spans cut out or duplicated, the end cut off."""
+    interesting = [b"'", b"(", b")", b",", b":", b"{", b"}", b"\x00", b"\xff", b"9", b"-",
+                   b"<", b"|", b"O", b"V", b"U", b" ", b"\n", b"True", b"1e999"]
+    for _ in range(count):
+        data = bytearray(blob)
+        for _ in range(int(rng.integers(1, 4))):
+            kind = int(rng.integers(0, 5))
+            hot = int(rng.integers(0, min(len(data), 400))) if rng.random() < 0.8 else \
+                int(rng.integers(0, len(data)))
+            if kind == 0:
+                data[hot] ^= 1 << int(rng.integers(0, 8))
+            elif kind == 1:
+                token = interesting[int(rng.integers(0, len(interesting)))]
+                data[hot:hot + len(token)] = token
+            elif kind == 2:
+                del data[hot:hot + int(rng.integers(1, 40))]
+            elif kind == 3:
+                data[hot:hot] = data[hot:hot + int(rng.integers(1, 40))]
+            else:
+                del data[int(rng.integers(0, len(data))):]
+            if not data:
+                data = bytearray(b"\x93")
+        yield bytes(data)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "X.npy", "y.npy", "class_names.npy"])
+def test_reader_fuzz_every_damaged_file_is_one_error_naming_it(tmp_path, fmt):
+    """800 mutated copies of a good file (with class names): each loads (the damage missed
+    what matters) or raises a TorchSVMError whose message names the file. Any other
+    exception (a tokenizer error, zipfile's NotImplementedError, a bare numpy message) is
+    a traceback the user would see, and fails the test."""
+    from torch_svm.errors import TorchSVMError
+
+    X, y = _arrays(n=40)
+    names = np.array(["cat", "dog", "emu", "fox"])
+    good = _save(tmp_path, "npz" if fmt == "npz" else "folder", X=X, y=y, class_names=names)
+    target = good if fmt == "npz" else good / fmt
+    blob = target.read_bytes()
+    rng = np.random.default_rng(len(fmt))
+    loaded = refused = 0
+    for i, data in enumerate(_mutants(blob, rng, 800)):
+        target.write_bytes(data)
+        try:
+            load_dataset(good, config=DataConfig(num_train=20))
+            loaded += 1
+        except TorchSVMError as exc:
+            assert str(target) in str(exc) or str(good) in str(exc), (i, str(exc))
+            refused += 1
+    assert refused > 400, (loaded, refused)                # the fuzz reaches the parsers

@@ -115,13 +115,16 @@ def evaluate_checkpoint(path: Union[str, Path], *, split: str = "test",
 def _saved_config(metadata: dict, name: str, sizes: Dict[str, Optional[int]],
                   model: LinearSVM, shown: str) -> DataConfig:
     """The checkpoint's DataConfig, for the data ``name``: its split sizes and seed only when
-    ``name`` is the data it was trained on; ``sizes`` overriding; the dtype W's (float32 for
+    ``name`` is the data it was trained on (never its chunk size or finite check, which are
+    the reading run's, not the data's: a file must not set how much memory is used); ``sizes`` overriding; the dtype W's (float32 for
     float16 / bfloat16)."""
     saved = metadata.get("data_config") if isinstance(metadata.get("data_config"), dict) else {}
     same = isinstance(metadata.get("dataset"), str) and _same_data(name, metadata["dataset"])
     known = {f.name for f in dataclasses.fields(DataConfig)}
-    drop = set() if same else {"num_train", "num_val", "num_test", "num_dev", "seed",
-                               "num_classes", "class_names"}
+    drop = {"chunk_bytes", "check_finite"}      # how this machine reads, not what the data is
+    if not same:
+        drop |= {"num_train", "num_val", "num_test", "num_dev", "seed", "num_classes",
+                 "class_names"}
     fields = {k: v for k, v in saved.items() if k in known - drop}
     fields.update({k: v for k, v in sizes.items() if v is not None})
     fields["dtype"] = "float64" if model.W.dtype == torch.float64 else "float32"

@@ -82,4 +82,4 @@ class DataConfig:
                                     f"classes, got {len(self.class_names)}")
         check_choice("dtype", self.dtype, tuple(DTYPES))
         self.seed = check_int("seed", self.seed, min=0, max=2**63 - 1)
-        self.chunk_bytes = check_int("chunk_bytes", self.chunk_bytes, min=1)
+        self.chunk_bytes = check_int("chunk_bytes", self.chunk_bytes, min=1, max=2**30)

@@ -159,6 +159,15 @@ def open_npz(path: Path, allowed: Collection[str]) -> Dict[str, StoredArray]:
         fh.close()
         raise DataFormatError(f"{path}: not a readable .npz (zip) archive: "
                               f"{type(exc).__name__}: {clip(str(exc), 200)}") from None
+    try:
+        return _npz_members(fh, path, size, infos, allowed)
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _npz_members(fh: IO[bytes], path: Path, size: int, infos: list,
+                 allowed: Collection[str]) -> Dict[str, StoredArray]:
     arrays: Dict[str, StoredArray] = {}
     for info in infos:
         name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
@@ -172,6 +181,9 @@ def open_npz(path: Path, allowed: Collection[str]) -> Dict[str, StoredArray]:
                 f"in pieces and would have to be inflated whole into memory; rewrite the file "
                 f"uncompressed, e.g. np.savez(out, **np.load({str(path)!r})) for a file that "
                 f"fits in memory, or save each array as a .npy file in a folder")
+        if not 0 <= info.header_offset < size:
+            raise DataFormatError(f"{where}: corrupt zip archive: member offset "
+                                  f"{info.header_offset} is outside the file ({size} bytes)")
         local = os.pread(fh.fileno(), 30, info.header_offset)
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
             raise DataFormatError(f"{where}: corrupt zip archive: no local header at offset "
@@ -191,10 +203,14 @@ def open_folder(path: Path, allowed: Collection[str]) -> Dict[str, StoredArray]:
     for file in sorted(path.glob("*.npy")):
         _check_name(file.stem, arrays, str(file), allowed)
         fh = open_regular(file, expected="a .npy file")
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            raise DataFormatError(f"{file}: the file is empty")
-        arrays[file.stem] = _npy_header(fh, 0, size, str(file))
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise DataFormatError(f"{file}: the file is empty")
+            arrays[file.stem] = _npy_header(fh, 0, size, str(file))
+        except BaseException:
+            fh.close()
+            raise
     return arrays
 
 
