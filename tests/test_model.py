@@ -112,3 +112,31 @@ def test_a_run_replaces_its_folder_whole_and_leaves_no_temporaries(tmp_path, cap
     assert [p.name for p in tmp_path.iterdir()] == ["run"]          # no .run.tmp-* / .run.trash-*
     import json
     assert json.loads((out / "metrics.json").read_text())["iters"] == 6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_file_checkpoint_evaluates_whatever_its_reading_settings_and_w_dtype(tmp_path, dtype):
+    """A checkpoint trained on a data file is evaluated with this run's chunk size, not the
+    one it stores (2**62 would ask for exabytes), and with W in any floating dtype: the
+    accuracy is the float32 model's, within the rounding of W's dtype (one example in 179
+    may flip)."""
+    import numpy as np
+    from torch_svm.data.load import read_digits
+    from torch_svm.train import TrainConfig, train
+
+    images, labels, _ = read_digits()
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    np.save(folder / "X.npy", images.reshape(len(images), -1))
+    np.save(folder / "y.npy", labels)
+    data = load_dataset(folder)
+    result = train(data, TrainConfig(iters=200, device="cpu"), progress=False)
+    metadata = checkpoint_metadata(data)
+    metadata["data_config"]["chunk_bytes"] = 2**62
+    import copy
+    save_checkpoint(tmp_path / "m.pt", copy.deepcopy(result.model).to(dtype), metadata)
+    got = evaluate_checkpoint(tmp_path / "m.pt", split="test")
+    from torch_svm.evaluate import accuracy
+    expected = accuracy(result.model, data, "test")
+    assert got.n == data.num_examples("test")
+    assert got.accuracy == pytest.approx(expected, abs=1 / got.n + 1e-12)
