@@ -15,7 +15,7 @@ gradient. The GEMM layouts are timed too: forward ``X @ W`` with W as (D, C) or 
 backward ``X.T @ B`` or ``(B.T @ X).T``. Peak
 memory: the extra peak RSS (VmHWM over VmRSS before the call) of a fresh process that runs the
 method once (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA). Threads: torch and numpy's
-BLAS alike, per N as :func:`torch_svm.utils.auto_threads` chooses (one at N = 500, every core
+BLAS alike, per N as :func:`torch_svm.device.auto_threads` chooses (one at N = 500, every core
 at 49000) or ``--threads``. The methods take turns, one run of each per round, so a change in
 the machine's load slows them alike, and each timed run follows an untimed run of the same
 method (a warm measurement: numpy's BLAS threads spin for a while after a call, and a method
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from torch_svm import svm_loss_autograd, svm_loss_and_grad, svm_loss
 from torch_svm.device import auto_threads, resolve_device, resolve_dtype, using_threads
-from verification.reference import svm_loss_naive, svm_loss_vectorized
+from verification.checks.reference import svm_loss_naive, svm_loss_vectorized
 
 REG = 2.5e4
 
@@ -161,7 +161,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per method (median)")
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for torch and numpy's BLAS alike (0: chosen per N by "
-                         "torch_svm.utils.auto_threads: one for N = 500, every core for 49000)")
+                         "torch_svm.device.auto_threads: one for N = 500, every core for 49000)")
     ap.add_argument("--compile", action="store_true",
                     help="add torch.compile(svm_loss_and_grad) (CUDA: mode reduce-overhead)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")

@@ -20,7 +20,7 @@ Each method is run at reg 0 and reg 50 (the notebook's 5e1) and fails when eithe
 * grad_check_sparse: the assignment's rule, 10 random coordinates, ``h = 1e-5``, central
   differences of the student's own loss, relative error ``|n - a| / (|n| + |a|)``; it fails
   when one of the 10 exceeds 1e-7 (the CS231n notes: "relative error < 1e-7 you should be happy");
-* verify: :func:`verification.verify.verify` at that point only (``points=``), defaults otherwise;
+* verify: :func:`verification.judge.verify.verify` at that point only (``points=``), defaults otherwise;
   the last column is ``torch-svm verify``'s default: the digits dev split at both ``small`` and
   ``trained``.
 """
@@ -38,7 +38,7 @@ import mutants  # noqa: E402
 
 from torch_svm.data import DataConfig, load_dataset
 from torch_svm.data.load import read_digits  # noqa: E402
-from verification.verify import default_points, verify  # noqa: E402
+from verification.judge.verify import default_points, verify  # noqa: E402
 
 IMPLEMENTATIONS = ("correct_vectorized", "correct_ge_kink", "reg_grad_halved", "mask_after_clamp",
                    "loss_counts_delta_only", "mask_without_delta")

@@ -12,7 +12,7 @@ import torch
 
 from torch_svm.data import load_dataset
 from torch_svm.train import TrainConfig, train
-from verification.reference import svm_loss_vectorized
+from verification.checks.reference import svm_loss_vectorized
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_train  # noqa: E402

@@ -1,10 +1,10 @@
-"""Tests of verification.kinkcheck, gradcheck for nonsmooth functions: an L1 term and a ReLU
+"""Tests of verification.checks.kinkcheck, gradcheck for nonsmooth functions: an L1 term and a ReLU
 network with kinks exactly at and within the step of the point, against torch.autograd.gradcheck."""
 import pytest
 import torch
 from torch.autograd.gradcheck import GradcheckError
 
-from verification.kinkcheck import KinkcheckError, kinkcheck
+from verification.checks.kinkcheck import KinkcheckError, kinkcheck
 
 F64 = torch.float64
 

@@ -11,7 +11,7 @@ from torch.autograd.gradcheck import GradcheckError
 from torch_svm import (MultiMarginLoss, multi_margin_loss, svm_loss_autograd,
                        svm_loss_and_grad, svm_loss)
 from torch_svm.losses import _SVMLoss  # the negative twin subclasses it
-from verification.reference import mml_reference, svm_loss_naive, svm_loss_vectorized
+from verification.checks.reference import mml_reference, svm_loss_naive, svm_loss_vectorized
 
 RTOL = 1e-10  # float64 paths differ only in summation order
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,4 +1,4 @@
-"""Tests of verification.numeric: SVM finite differences and their kink analysis.
+"""Tests of verification.checks.numeric: SVM finite differences and their kink analysis.
 
 References here are deliberately plain: the full loss evaluated at ``W +/- h e_kj`` in a loop,
 and an analytic SVM gradient written from the formula with a selectable kink convention.
@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import exact_kink_problem, random_problem
 
-from verification.kinkcheck import KinkcheckError, kinkcheck
-from verification.numeric import (
+from verification.checks.kinkcheck import KinkcheckError, kinkcheck
+from verification.checks.numeric import (
     KINK_EXPLAINED,
     OK,
     UNEXPLAINED,

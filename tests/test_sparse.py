@@ -13,9 +13,9 @@ import mutants
 from conftest import integer_problem
 from torch_svm.data import DataConfig, load_dataset
 from verification import grad_check_sparse
-from verification.numeric import svm_finite_differences
-from verification.points import default_points
-from verification.sparse import SparseCheck
+from verification.checks.numeric import svm_finite_differences
+from verification.judge.points import default_points
+from verification.checks.sparse import SparseCheck
 
 _COLUMN_OK = "  ok"
 _COLUMN_KINK = "  kink: the step straddles a kink, the mismatch is expected (Inline Question 1)"

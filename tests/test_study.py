@@ -1,7 +1,7 @@
-"""The kink analysis (verification.kinks), the study (verification.study*) and ``torch-svm kinks``.
+"""The kink analysis (verification.study.kinks), the study (verification.study.run*) and ``torch-svm kinks``.
 
 References are plain: loops over terms, numpy quantiles, the standard normal density, the
-crossings that :func:`verification.numeric.svm_finite_differences` counts on its own, and
+crossings that :func:`verification.checks.numeric.svm_finite_differences` counts on its own, and
 hand-computed values (0, 1/2, 1) for the one-dimensional example. The study itself is run
 once, as ``StudyConfig.dry_run()`` (what ``torch-svm kinks --dry-run`` runs).
 """
@@ -17,15 +17,15 @@ from torch_svm.cli import main
 from torch_svm.data import DataConfig, load_dataset
 from torch_svm.losses import svm_coefficients, svm_loss_and_grad, svm_margins
 from torch_svm.train import TrainConfig
-from verification.kinks import (count_ties, crossing_terms, expected_crossing_terms,
+from verification.study.kinks import (count_ties, crossing_terms, expected_crossing_terms,
                                 margin_density_at_zero, one_dimensional_example, scaled_margins,
                                 simulate_crossed_rates, term_margins)
-from verification.numeric import svm_finite_differences
-from verification.study import DRY_RUN, QUICK, StudyConfig, run_study
-from verification.study_checks import _relative_errors, draw_point
-from verification.study_report import FIGURES, write_report
-from verification.study_results import Distribution
-from verification.study_ties import TF32, measure_ties, precisions
+from verification.checks.numeric import svm_finite_differences
+from verification.study.run import DRY_RUN, QUICK, StudyConfig, run_study
+from verification.study.checks import _relative_errors, draw_point
+from verification.study.report import FIGURES, write_report
+from verification.study.results import Distribution
+from verification.study.ties import TF32, measure_ties, precisions
 
 F64 = torch.float64
 

@@ -527,7 +527,7 @@ def test_cuda_compiled_step_matches_eager(digits):
 
 @CUDA
 def test_cuda_loss_and_grad_matches_autograd_on_a_large_batch():
-    from verification.reference import autograd_reference
+    from verification.checks.reference import autograd_reference
 
     g = torch.Generator().manual_seed(0)
     W = (torch.randn(3073, 10, generator=g, dtype=torch.float64) * 1e-3).cuda()

@@ -1,4 +1,4 @@
-"""``verification.verify`` and ``torch-svm verify``: every correct student implementation passes,
+"""``verification.judge.verify`` and ``torch-svm verify``: every correct student implementation passes,
 every buggy one fails (at delta 1 and 100, steps 1e-3 to 1e-7), each bug gets its diagnosis and
 no other, exact kinks are accepted with either convention, every numeric return type is judged,
 and the report leads with what failed.
@@ -20,9 +20,9 @@ import torch
 import mutants
 from conftest import integer_problem, run_cli
 from torch_svm.data import DataConfig, load_dataset
-from verification.devdata import cached_arrays, load_verify_data
-from verification.usercode import UserCodeError, load_function, missing_module_hint, parse_output
-from verification.verify import VerifyConfig, default_points, verify
+from verification.judge.devdata import cached_arrays, load_verify_data
+from verification.judge.usercode import UserCodeError, load_function, missing_module_hint, parse_output
+from verification.judge.verify import VerifyConfig, default_points, verify
 
 MUTANTS = str(Path(__file__).with_name("mutants.py"))
 
@@ -361,7 +361,7 @@ def test_no_hint_for_an_ordinary_error(tmp_path, capsys):     # the twin: no mad
 
 def test_load_function(tmp_path):
     assert load_function(f"{MUTANTS}:correct_naive").__name__ == "correct_naive"
-    assert load_function("verification.reference:svm_loss_naive").__name__ == "svm_loss_naive"
+    assert load_function("verification.checks.reference:svm_loss_naive").__name__ == "svm_loss_naive"
     with pytest.raises(FileNotFoundError):
         load_function(f"{tmp_path}/missing.py:f")
     with pytest.raises(ValueError, match="no function 'nope'"):

@@ -10,8 +10,8 @@ import pytest
 
 import mutants
 from conftest import run_cli
-from verification.devdata import load_verify_data
-from verification.verify import verify
+from verification.judge.devdata import load_verify_data
+from verification.judge.verify import verify
 
 pytestmark = pytest.mark.usefixtures("one_thread", "isolated_cache")
 
@@ -55,9 +55,9 @@ def chatty(W, X, y, reg):
 
 PATCHER = '''
 import numpy as np
-import verification.verify as v
-import verification.evaluation as e
-import verification.verdict as d
+import verification.judge.verify as v
+import verification.judge.evaluation as e
+import verification.judge.verdict as d
 import torch_svm.losses as losses
 
 d.VerifyReport.passed = property(lambda self: True)      # every verdict a pass
@@ -154,7 +154,7 @@ def test_a_notebook_function_runs_in_a_worker():
 
 
 def test_the_worker_is_reused_for_every_call(monkeypatch):
-    from verification import worker as worker_module
+    from verification.judge import worker as worker_module
 
     started = []
     real = worker_module.Worker.__init__

@@ -55,7 +55,7 @@ from torch import Tensor
 
 from torch_svm.checkpoint import checkpoint_metadata, save_checkpoint
 from torch_svm.data import Dataset
-from torch_svm.defaults import DEFAULT_HYPERS, default_hypers, default_init_scale  # noqa: F401
+from torch_svm.defaults import default_hypers, default_init_scale
 from torch_svm.device import auto_threads, resolve_device, using_threads
 from torch_svm.distributed import (all_reduce_sum, check_same_data, current_world,
                                    report_progress)

@@ -53,7 +53,7 @@ def _fmt(x) -> str:
 
 
 def run(args) -> int:
-    from verification.crosscheck import cross_check
+    from verification.checks.crosscheck import cross_check
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype)

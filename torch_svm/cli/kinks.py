@@ -1,8 +1,7 @@
-"""``torch-svm kinks``: the kink study of the gradient check (``verification/study.py``),
+"""``torch-svm kinks``: the kink study of the gradient check (``verification/study/run.py``),
 written to a report folder."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict
 
 from torch_svm.cli._common import (add_device_arg, add_json_arg, add_seed_arg, check_out,
@@ -13,8 +12,24 @@ from torch_svm.files import atomic_directory
 REPORT_FILES = ("report.md", "results.json", "*.png")
 
 
-def _sizes(changes: Dict[str, Any]) -> str:
-    """What a preset sets, for --help: '10 draws at the check point (2 with naive ...), ...'."""
+#: What each preset runs, for --help. Written out, so that building the parser imports no
+#: verification module; tests/test_layout.py checks them against the study's StudyConfig,
+#: QUICK and DRY_RUN.
+PRESET_SIZES = {
+    "full": "40 draws of the dev set and W at the check point (3 with naive differences), 10 at "
+            "init and after 200 SGD steps, 5 training seed(s) x 100 SGD steps per precision for "
+            "the ties",
+    "quick": "10 draws of the dev set and W at the check point (2 with naive differences), 3 at "
+             "init and after 100 SGD steps, 2 training seed(s) x 50 SGD steps per precision for "
+             "the ties",
+    "dry_run": "2 draws of the dev set and W at the check point (1 with naive differences), 2 at "
+               "init and after 5 SGD steps, 1 training seed(s) x 5 SGD steps per precision for "
+               "the ties",
+}
+
+
+def preset_sizes(changes: Dict[str, Any]) -> str:
+    """What a preset's StudyConfig fields run, in :data:`PRESET_SIZES`' words."""
     return (f"{changes['draws']} draws of the dev set and W at the check point "
             f"({changes['naive_draws']} with naive differences), {changes['where_draws']} at "
             f"init and after {changes['burn_in_iters']} SGD steps, {changes['tie_seeds']} "
@@ -22,9 +37,6 @@ def _sizes(changes: Dict[str, Any]) -> str:
 
 
 def add_parser(subparsers) -> None:
-    from verification.study import DRY_RUN, QUICK, StudyConfig
-
-    full = dataclasses.asdict(StudyConfig())
     p = new_parser(
         subparsers, "kinks", help="study why the SVM gradient check mismatches (kinks, h, delta, dtype)",
         description="Measure the gradient check of the SVM loss at every coordinate, each number "
@@ -34,17 +46,17 @@ def add_parser(subparsers) -> None:
                     "at init vs after SGD with N examples, exact ties during SGD by precision "
                     "(float64 to bfloat16, and TF32 on CUDA), and the one-dimensional example. "
                     "Writes report.md, results.json and PNG figures to --out. "
-                    f"The full run: {_sizes(full)}.")
+                    f"The full run: {PRESET_SIZES['full']}.")
     p.add_argument("--out", required=True, help="report folder (created; files replaced atomically)")
     p.add_argument("--data-dir", default=None,
                    help="CIFAR-10: the cifar-10-batches-py folder, its parent or the tar.gz "
                         "(default: none, the embedded digits are used)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help=f"fewer draws and steps: {_sizes({**full, **QUICK})}")
+                      help=f"fewer draws and steps: {PRESET_SIZES['quick']}")
     size.add_argument("--dry-run", action="store_true",
                       help=f"one tiny pass through every part, for smoke tests: "
-                           f"{_sizes({**full, **DRY_RUN})}")
+                           f"{PRESET_SIZES['dry_run']}")
     add_seed_arg(p)
     add_device_arg(p, "auto")
     add_json_arg(p)
@@ -76,8 +88,8 @@ def _print_summary(results, out: str) -> None:
 
 
 def run(args) -> int:
-    from verification.study import StudyConfig, run_study
-    from verification.study_report import write_report
+    from verification.study.run import StudyConfig, run_study
+    from verification.study.report import write_report
 
     data = dict(dataset="cifar10", data_dir=args.data_dir) if args.data_dir else {}
     make = StudyConfig.dry_run if args.dry_run else StudyConfig.quick if args.quick else StudyConfig

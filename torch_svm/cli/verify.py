@@ -1,6 +1,6 @@
 """``torch-svm verify PATH.py:FUNC``: judge a student's ``f(W, X, y, reg) -> (loss, dW)``.
 
-Parses, calls :func:`verification.verify.verify` and prints its report; the output of the
+Parses, calls :func:`verification.judge.verify.verify` and prints its report; the output of the
 judged code (run in a worker process) goes to stderr, apart from the report."""
 from __future__ import annotations
 
@@ -65,9 +65,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from verification.devdata import load_verify_data
-    from verification.verdict import format_output
-    from verification.verify import VerifyConfig, verify
+    from verification.judge.devdata import load_verify_data
+    from verification.judge.verdict import format_output
+    from verification.judge.verify import VerifyConfig, verify
 
     config = VerifyConfig(delta=args.delta, h=args.h, reg=args.reg, reg_convention=args.reg_convention,
                           sparse=args.sparse, backend=args.backend, dtype=args.dtype, seed=args.seed,

@@ -1,5 +1,5 @@
 """The kink study's report: ``report.md``, ``results.json`` and the figures, from a
-:class:`~verification.study_results.StudyResults`; every number in the text comes from it.
+:class:`~verification.study.results.StudyResults`; every number in the text comes from it.
 
 A distribution is written ``median [q10, q90]`` with at least 10 draws and
 ``median (min to max)`` below that; each table says over how many draws.
@@ -10,9 +10,9 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, List, Optional, Union
 
-from torch_svm.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from verification.study_figures import FIGURES, render_figures
-from verification.study_results import CheckCell, Distribution, StudyResults
+from torch_svm.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from verification.study.figures import FIGURES, render_figures
+from verification.study.results import CheckCell, Distribution, StudyResults
 
 __all__ = ["write_report", "render_markdown", "FIGURES"]
 
@@ -130,7 +130,7 @@ def _prediction(r: StudyResults) -> List[str]:
     silent = sorted({c.delta for c in r.prediction} - {c.delta for c in shown})
     bandwidth = "Silverman bandwidth" if cfg["bandwidth"] is None else f"bandwidth {cfg['bandwidth']:g}"
     L = ["## 2. Predicted against measured mismatch rate", "",
-         f"Prediction (`verification.kinks`): with u = m / max_k |x_ik| the scaled margin, a term "
+         f"Prediction (`verification.study.kinks`): with u = m / max_k |x_ik| the scaled margin, a term "
          f"is crossing when |u| < h. From g(0), the density of the draw's scaled margins at 0 "
          f"(Gaussian KDE, {bandwidth}), each of the N (C - 1) terms is crossing with probability "
          f"min(1, 2h g(0)) (expected crossing terms: lambda = N (C - 1) min(1, 2h g(0))), and a "

@@ -1,4 +1,4 @@
-r"""The two points where :func:`verification.verify.verify` checks a function.
+r"""The two points where :func:`verification.judge.verify.verify` checks a function.
 
 * ``small``: ``W = 1e-4 * randn`` as in the assignment (or the caller's ``W``, named ``yours``).
   Most margins are about ``delta`` and active there (the report prints the share), so a wrong
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from torch_svm.losses import svm_coefficients, svm_margins
-from verification.devdata import VerifyData, cached_arrays
+from verification.judge.devdata import VerifyData, cached_arrays
 
 __all__ = ["default_points", "cached_points", "active_share"]
 
@@ -70,7 +70,7 @@ def default_points(X: torch.Tensor, y: torch.Tensor, num_classes: int, delta: fl
 def cached_points(data: VerifyData, delta: float, dtype: str, seed: int
                   ) -> Dict[str, Tuple[torch.Tensor, str]]:
     """:func:`default_points` for ``data`` with inputs in ``dtype`` ("float32" or "float64"),
-    through the cache of :mod:`verification.devdata` (keyed by the data's key, delta, dtype and
+    through the cache of :mod:`verification.judge.devdata` (keyed by the data's key, delta, dtype and
     seed) when the data has a key."""
     shape = (data.X.shape[1], data.num_classes)
 

@@ -18,7 +18,7 @@ agree and, if not, whether the step straddles a kink of the hinge (Inline Questi
     d_+ = \frac{f(x + h_+ e_i) - f(x)}{h_+}, \qquad d_- = \frac{f(x) - f(x - h_- e_i)}{h_-}
 
 with the steps ``h+``, ``h-`` as taken in ``x``'s dtype. The rule is
-:func:`verification.kinkcheck.kinkcheck`'s (:func:`~verification.kinkcheck.kinkcheck_values`),
+:func:`verification.checks.kinkcheck.kinkcheck`'s (:func:`~verification.checks.kinkcheck.kinkcheck_values`),
 with tolerances for a float64 loss (``atol=1e-8``, ``rtol=1e-6``) and its rounding allowance
 ``rho = fp_factor eps max|f| / h``:
 
@@ -48,8 +48,8 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_svm.utils import check_int, check_real, clip
-from verification.kinkcheck import KinkcheckReport, kinkcheck_values
+from torch_svm.errors import check_int, check_real, clip
+from verification.checks.kinkcheck import KinkcheckReport, kinkcheck_values
 
 __all__ = ["grad_check_sparse", "SparseCheck", "SparseLine"]
 
@@ -223,6 +223,6 @@ def _step(f: Callable[[Any], Any], x: Any, ix: Tuple[int, ...], h: float
 
 def _judge(fx: Any, fxph: Any, fxmh: Any, steps: Tuple[float, float], grad_analytic: Any,
            rule: dict) -> KinkcheckReport:
-    """:func:`~verification.kinkcheck.kinkcheck_values` at one coordinate, in float64."""
+    """:func:`~verification.checks.kinkcheck.kinkcheck_values` at one coordinate, in float64."""
     t = [torch.tensor(float(v), dtype=torch.float64) for v in (fx, fxph, fxmh, *steps, grad_analytic)]
     return kinkcheck_values(*t, **rule)

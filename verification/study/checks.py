@@ -7,7 +7,7 @@ value 0) is compared at every coordinate with central differences (:func:`check_
 a coordinate *mismatches* when the CS231n relative error :math:`|a - b| / \max(|a|, |b|)`
 exceeds ``threshold``. :func:`measure_sweep` does it at the assignment's check point for each
 ``delta`` and ``h`` (``exact`` differences at every draw, ``naive`` ones at the first
-``naive_draws``) with the prediction of :mod:`verification.kinks`; :func:`measure_where` at
+``naive_draws``) with the prediction of :mod:`verification.study.kinks`; :func:`measure_where` at
 the same ``W`` and after a burn-in of SGD (:func:`torch_svm.train.train`), with ``n`` examples.
 """
 from __future__ import annotations
@@ -24,11 +24,11 @@ from torch import Tensor
 from torch_svm.data import Dataset
 from torch_svm.losses import svm_loss_and_grad
 from torch_svm.train import TrainConfig, train
-from verification.kinks import (count_ties, crossing_terms, expected_crossing_terms,
+from verification.study.kinks import (count_ties, crossing_terms, expected_crossing_terms,
                                 margin_density_at_zero, scaled_margins, simulate_crossed_rates,
                                 term_margins)
-from verification.numeric import OK, UNEXPLAINED, classify_svm_gradient, svm_finite_differences
-from verification.study_results import (BurnIn, CheckCell, Distribution, MarginSummary,
+from verification.checks.numeric import OK, UNEXPLAINED, classify_svm_gradient, svm_finite_differences
+from verification.study.results import (BurnIn, CheckCell, Distribution, MarginSummary,
                                         PredictionCell, WhereCell)
 
 __all__ = ["draw_point", "check_gradient", "measure_sweep", "measure_where", "GradientCheck",

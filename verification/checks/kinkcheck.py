@@ -159,7 +159,7 @@ def kinkcheck_values(f0: torch.Tensor, f_plus: torch.Tensor, f_minus: torch.Tens
                      h_plus: torch.Tensor, h_minus: torch.Tensor, analytic: torch.Tensor, *,
                      atol: float, rtol: float, fp_factor: float, eps: float) -> KinkcheckReport:
     """:func:`kinkcheck`'s rule on values already computed, for callers that evaluate ``f``
-    themselves (:func:`verification.sparse.grad_check_sparse`).
+    themselves (:func:`verification.checks.sparse.grad_check_sparse`).
 
     Args:
         f0, f_plus, f_minus: ``f(x)``, ``f(x + h+ e_i)``, ``f(x - h- e_i)``, float tensors

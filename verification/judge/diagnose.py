@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from torch_svm.losses import svm_coefficients
-from verification.evaluation import Evaluation
+from verification.judge.evaluation import Evaluation
 
 __all__ = ["Diagnosis", "diagnose", "RESIDUAL_LIMIT"]
 
@@ -418,7 +418,7 @@ def _convention(loss: Optional[Diagnosis], grad: Optional[Diagnosis], x: _Contex
 def diagnose(evaluations: List[Evaluation], X: torch.Tensor, y: torch.Tensor, delta: float,
              reg_scale: float = 1.0) -> List[Diagnosis]:
     """Diagnoses of the loss and of the gradient (at most one each, or one for both), from the
-    per-check :class:`~verification.evaluation.Evaluation` of :func:`verification.verify.verify`.
+    per-check :class:`~verification.judge.evaluation.Evaluation` of :func:`verification.judge.verify.verify`.
 
     Args:
         evaluations: every check (point x reg). X: ``(N, D)`` float64. y: ``(N,)`` int64.

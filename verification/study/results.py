@@ -1,8 +1,8 @@
-"""Typed results of the kink study (:mod:`verification.study`).
+"""Typed results of the kink study (:mod:`verification.study.run`).
 
 Every measured number is a :class:`Distribution` over independent draws: of the dev set and
 ``W`` at the check point, of the training seed where SGD is involved. ``dataclasses.asdict``
-of a :class:`StudyResults` is what ``results.json`` holds (:mod:`verification.study_report`),
+of a :class:`StudyResults` is what ``results.json`` holds (:mod:`verification.study.report`),
 so a cell there reads ``{"draws", "median", "q10", "q90", "min", "max", "values"}``.
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ class CheckCell:
 
 @dataclass
 class PredictionCell:
-    """Predicted (:func:`verification.kinks.simulate_crossed_rates`, pooled over draws) against
+    """Predicted (:func:`verification.study.kinks.simulate_crossed_rates`, pooled over draws) against
     measured rate of mismatches at crossed coordinates (exact differences; the kinks' share of
     the mismatch rate), and the crossing terms behind it."""
 
@@ -151,7 +151,7 @@ class TieCell:
 
 @dataclass
 class StudyResults:
-    """Everything :func:`verification.study.run_study` measured; what the report shows."""
+    """Everything :func:`verification.study.run.run_study` measured; what the report shows."""
 
     config: Dict[str, Any]           # dataclasses.asdict(StudyConfig)
     data: Dict[str, Any]             # name, sizes, device, preprocessing
@@ -161,7 +161,7 @@ class StudyResults:
     burn_in: BurnIn
     margins: List[MarginSummary]     # per point
     ties: List[TieCell]
-    one_d: Dict[str, Any]            # verification.kinks.one_dimensional_example()
+    one_d: Dict[str, Any]            # verification.study.kinks.one_dimensional_example()
     seconds: Dict[str, float] = field(default_factory=dict)
 
     def cell(self, delta: float, h: float, method: str = "exact") -> CheckCell:

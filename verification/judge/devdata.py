@@ -1,4 +1,4 @@
-r"""The data :func:`verification.verify.verify` judges on, and its on-disk cache.
+r"""The data :func:`verification.judge.verify.verify` judges on, and its on-disk cache.
 
 :func:`load_verify_data` gives a :class:`VerifyData` (``X: (N, D)`` float64, ``y: (N,)`` int64)
 for ``"digits"`` (embedded), ``"cifar10"`` or ``"random"``:
@@ -33,7 +33,8 @@ import torch
 from torch_svm.data import DataConfig, load_dataset
 from torch_svm.data.cifar10 import locate_cifar10
 from torch_svm.data.config import SPLIT_DEFAULTS
-from torch_svm.utils import atomic_write_bytes, check_choice, check_int
+from torch_svm.errors import check_choice, check_int
+from torch_svm.files import atomic_write_bytes
 
 __all__ = ["VerifyData", "load_verify_data", "cache_dir", "cached_arrays", "VERIFY_DATASETS"]
 

@@ -1,4 +1,4 @@
-r"""What :func:`verification.verify.verify` returns: :class:`VerifyReport`, its text (the CLI's
+r"""What :func:`verification.judge.verify.verify` returns: :class:`VerifyReport`, its text (the CLI's
 output, ``print(report)``), its JSON (``report.to_dict()``) and, in a notebook, its HTML with a
 figure (``report._repr_html_()``, :func:`verdict_figure`).
 
@@ -17,11 +17,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from verification.crosscheck import rel_error
-from verification.diagnose import Diagnosis
-from verification.evaluation import CheckResult, Evaluation
-from verification.numeric import KINK_EXPLAINED, STATUS_NAMES
-from verification.worker import CapturedOutput
+from verification.checks.crosscheck import rel_error
+from verification.judge.diagnose import Diagnosis
+from verification.judge.evaluation import CheckResult, Evaluation
+from verification.checks.numeric import KINK_EXPLAINED, STATUS_NAMES
+from verification.judge.worker import CapturedOutput
 
 __all__ = ["VerifyReport", "PointInfo", "Coordinate", "CodeFailure", "worst_coordinates",
            "verdict_figure", "format_output"]

@@ -2,25 +2,25 @@ r"""The kink study (``torch-svm kinks``): when and how often the CS231n gradient
 loss mismatches, as distributions over independent draws.
 
 :func:`run_study` measures five things on the assignment's preprocessing (mean-subtracted
-unscaled pixels, bias column) and returns a typed :class:`~verification.study_results.StudyResults`;
-:func:`verification.study_report.write_report` turns it into ``report.md``, ``results.json``
+unscaled pixels, bias column) and returns a typed :class:`~verification.study.results.StudyResults`;
+:func:`verification.study.report.write_report` turns it into ``report.md``, ``results.json``
 and PNG figures. Words (kink, crossing, crossed coordinate, crossing term, tie) as in
-:mod:`verification.kinks`.
+:mod:`verification.study.kinks`.
 
 1. *Mismatch rate* at the assignment's check point (``W = init_scale * randn``, the dev set,
    reg 0) for each ``delta`` and step ``h``: the share of the ``D C`` coordinates whose
    central difference has a relative error above ``threshold`` against the hand-written
-   gradient, over ``draws`` draws of the dev set and W (:mod:`verification.study_checks`);
+   gradient, over ``draws`` draws of the dev set and W (:mod:`verification.study.checks`);
    ``exact`` differences at every draw, ``naive`` ones (two float64 losses, what students
    run, ``C`` times slower) at the first ``naive_draws``.
 2. *Prediction*: the distribution of that rate predicted from the density of the scaled
-   margins at 0 (:func:`verification.kinks.simulate_crossed_rates`) against the measured one.
+   margins at 0 (:func:`verification.study.kinks.simulate_crossed_rates`) against the measured one.
 3. *Where*: the same check at the check point's W and after ``burn_in_iters`` SGD steps, with
    ``N`` examples, over ``where_draws`` draws (the training seed is the draw's seed).
 4. *Ties*: exact zero margins during SGD by precision, counted with the loss's own margins
    through the trainer's callback, and what the kink value changes
-   (:mod:`verification.study_ties`), over ``tie_seeds`` training seeds.
-5. :func:`verification.kinks.one_dimensional_example`.
+   (:mod:`verification.study.ties`), over ``tie_seeds`` training seeds.
+5. :func:`verification.study.kinks.one_dimensional_example`.
 
 Draw ``d`` of every part uses seed ``seed + d``.
 """
@@ -34,13 +34,15 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from torch_svm.data import DATASETS, DataConfig, Dataset, load_dataset
-from torch_svm.train import DEFAULT_HYPERS, TrainConfig
-from torch_svm.utils import (check_choice, check_int, check_real, progress, resolve_device,
-                             resolve_dtype)
-from verification.kinks import one_dimensional_example
-from verification.study_checks import measure_sweep, measure_where
-from verification.study_results import StudyResults
-from verification.study_ties import measure_ties, precisions
+from torch_svm.defaults import DEFAULT_HYPERS
+from torch_svm.train import TrainConfig
+from torch_svm.device import resolve_device, resolve_dtype
+from torch_svm.errors import check_choice, check_int, check_real
+from torch_svm.progress import progress
+from verification.study.kinks import one_dimensional_example
+from verification.study.checks import measure_sweep, measure_where
+from verification.study.results import StudyResults
+from verification.study.ties import measure_ties, precisions
 
 __all__ = ["StudyConfig", "run_study", "QUICK", "DRY_RUN"]
 

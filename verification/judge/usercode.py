@@ -1,8 +1,8 @@
-r"""Loading and calling the code that :mod:`verification.verify` judges: a student's
+r"""Loading and calling the code that :mod:`verification.judge.verify` judges: a student's
 ``f(W, X, y, reg) -> (loss, dW)``.
 
 This module runs where the student's code runs: inside the worker process of
-:mod:`verification.worker` (the default), or in the caller's own process when a function cannot
+:mod:`verification.judge.worker` (the default), or in the caller's own process when a function cannot
 be sent to a worker. So it imports numpy only; torch is imported when the function is called
 with torch tensors (``backend="torch"``), and a returned tensor is read through the torch the
 student's code already imported.
@@ -194,7 +194,7 @@ def one_line(exc: BaseException) -> str:
 
 def user_traceback(exc: BaseException) -> str:
     """The traceback without this package's and importlib's frames: the user's code only."""
-    here = str(Path(__file__).resolve().parent)
+    here = str(Path(__file__).resolve().parents[1])        # all of verification/
     te = traceback.TracebackException.from_exception(exc)
     te.stack = traceback.StackSummary.from_list(
         [f for f in te.stack if not f.filename.startswith(here) and not f.filename.startswith("<frozen")])

@@ -1,6 +1,6 @@
 r"""Run the code being judged in a worker process, so that nothing it does can touch the judge.
 
-:func:`verification.verify.verify` starts one :class:`Worker` per verdict and reuses it for
+:func:`verification.judge.verify.verify` starts one :class:`Worker` per verdict and reuses it for
 every call (points x regs): a fresh Python (``subprocess``, in a new session so that it has no
 terminal), which imports numpy and the student's code only, never the judge. The parent sends
 ``W``, ``X`` and ``y`` as raw array bytes and the worker answers with the loss and ``dW`` the
@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from verification.usercode import (JUDGED_DTYPES, Returned, UserCodeError, call_detecting_backend,
+from verification.judge.usercode import (JUDGED_DTYPES, Returned, UserCodeError, call_detecting_backend,
                                    function_name, load_function)
 
 __all__ = ["Worker", "InProcess", "CapturedOutput", "OUTPUT_LIMIT"]
@@ -51,12 +51,15 @@ OUTPUT_LIMIT = 20_000
 _FRAME = struct.Struct("<II")          # header bytes, payload bytes
 _MAX_HEADER = 1 << 20
 _TRANSPORT = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
-_FOLDER = str(Path(__file__).resolve().parent)
-# The worker imports verification.worker without the package's __init__ (which imports the
-# judge and torch): a bare package module stands in for it.
-_BOOT = ("import sys, types; package = types.ModuleType('verification'); "
-         "package.__path__ = [{folder!r}]; sys.modules['verification'] = package; "
-         "from verification.worker import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))")
+_FOLDER = str(Path(__file__).resolve().parents[1])
+# The worker imports verification.judge.worker without the packages' __init__ (which import
+# the judge and torch): bare package modules stand in for them.
+_BOOT = ("import sys, types\n"
+         "for name, path in (('verification', {folder!r}), "
+         "('verification.judge', {folder!r} + '/judge')):\n"
+         "    package = types.ModuleType(name); package.__path__ = [path]; "
+         "sys.modules[name] = package\n"
+         "from verification.judge.worker import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))")
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS")
 
@@ -177,7 +180,7 @@ def _unpickle_function(blob: bytes):
     try:
         fn = pickle.loads(blob)
     except BaseException as exc:  # noqa: BLE001 - re-creating the function runs the user's imports
-        from verification.usercode import one_line, user_traceback
+        from verification.judge.usercode import one_line, user_traceback
 
         raise UserCodeError(f"re-creating the function in the worker process raised {one_line(exc)}",
                             user_traceback(exc)) from None
@@ -217,7 +220,7 @@ class Worker:
             worker.set_data(X, y)                  # numpy arrays, sent once
             backend, returned = worker.call(W, reg, "auto")
 
-    Every method raises :class:`~verification.usercode.UserCodeError` when the code cannot be
+    Every method raises :class:`~verification.judge.usercode.UserCodeError` when the code cannot be
     loaded or called, ends the process, does not answer in time or sends a malformed reply, and
     ValueError / FileNotFoundError for a bad spec (no such file, no such function).
     """

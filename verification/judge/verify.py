@@ -28,12 +28,12 @@ returns the loss (a scalar) and ``dW: (D, C)``. It is meant to compute
   multiplied by 10 until a halved regularization gradient stands out of the floating-point
   allowance at most coordinates of every point;
 
-and judges each call with :func:`verification.evaluation.evaluate` (loss against three
+and judges each call with :func:`verification.judge.evaluation.evaluate` (loss against three
 references, dW against the reference gradient with any value at an exact kink, and against
-kink-aware finite differences). When it fails, :func:`verification.diagnose.diagnose` names
+kink-aware finite differences). When it fails, :func:`verification.judge.diagnose.diagnose` names
 the bug if the difference fits a known one.
 
-The function runs in a worker process (:mod:`verification.worker`), spawned once per verdict:
+The function runs in a worker process (:mod:`verification.judge.worker`), spawned once per verdict:
 nothing it does (exiting, hanging, patching the verifier, printing) can change the verdict,
 which is computed here. A function that cannot be sent there is judged in this process, and
 the report says so.
@@ -49,16 +49,17 @@ import numpy as np
 import torch
 
 from torch_svm.losses import svm_loss_and_grad, validate_svm_inputs
-from torch_svm.utils import auto_threads, check_choice, check_int, check_real, using_threads
-from torch_svm.utils import progress as progress_bar
-from verification.devdata import VerifyData, load_verify_data
-from verification.diagnose import diagnose
-from verification.evaluation import Evaluation, evaluate
-from verification.points import active_share, cached_points, default_points
-from verification.usercode import (BACKENDS, UserCodeError, check_signature, function_name,
+from torch_svm.device import auto_threads, using_threads
+from torch_svm.errors import check_choice, check_int, check_real
+from torch_svm.progress import progress as progress_bar
+from verification.judge.devdata import VerifyData, load_verify_data
+from verification.judge.diagnose import diagnose
+from verification.judge.evaluation import Evaluation, evaluate
+from verification.judge.points import active_share, cached_points, default_points
+from verification.judge.usercode import (BACKENDS, UserCodeError, check_signature, function_name,
                                    load_function)
-from verification.verdict import CodeFailure, PointInfo, VerifyReport, worst_coordinates
-from verification.worker import CapturedOutput, InProcess, Worker
+from verification.judge.verdict import CodeFailure, PointInfo, VerifyReport, worst_coordinates
+from verification.judge.worker import CapturedOutput, InProcess, Worker
 
 __all__ = ["VerifyConfig", "verify", "default_points", "REG_CONVENTIONS"]
 
@@ -199,14 +200,14 @@ def verify(fn: Union[Callable, str], X: Any = None, y: Any = None, W: Any = None
             if your W has a bias row). Default: ``data``, else the embedded digits dev split.
         W: your ``(D, C)`` point (e.g. ``0.0001 * randn``): judged there and at a point trained
             from it, instead of at ``1e-4 * randn``.
-        data: a :class:`~verification.devdata.VerifyData` (:func:`load_verify_data`).
+        data: a :class:`~verification.judge.devdata.VerifyData` (:func:`load_verify_data`).
         config: :class:`VerifyConfig`; ``options`` override its fields
             (``verify(f, reg_convention="half")``).
         points: ``{name: (W (D, C), description)}`` instead of the two default points.
         progress: a progress bar over the checks on stderr.
 
     Returns:
-        :class:`~verification.verdict.VerifyReport`: ``report.passed``, ``report.verdict``
+        :class:`~verification.judge.verdict.VerifyReport`: ``report.passed``, ``report.verdict``
         ("pass", "fail", or "error" when the code does not run), ``print(report)``.
 
     Raises:

@@ -3,7 +3,7 @@
 A *tie* is a hinge margin that is exactly 0 in floating point, where the loss takes its kink
 value (``kink`` of :func:`torch_svm.losses.svm_loss`, any value in [0, 1]). The runs here are
 :func:`torch_svm.train.train` itself, watched through its per-step ``callback``, which counts
-the ties of each minibatch before its step with :func:`verification.kinks.count_ties`: the
+the ties of each minibatch before its step with :func:`verification.study.kinks.count_ties`: the
 loss's own margins (:func:`torch_svm.losses.svm_margins`), in the run's dtype and on its
 device, so a tie counted is a term where the hand-written gradient used the kink value.
 
@@ -24,9 +24,9 @@ from torch import Tensor
 from torch_svm.data import Dataset
 from torch_svm.model import LinearSVM
 from torch_svm.train import TrainConfig, train
-from torch_svm.utils import resolve_device
-from verification.kinks import count_ties
-from verification.study_results import Distribution, KinkValueEffect, TieCell
+from torch_svm.device import resolve_device
+from verification.study.kinks import count_ties
+from verification.study.results import Distribution, KinkValueEffect, TieCell
 
 __all__ = ["TF32", "precisions", "measure_ties"]
 

@@ -1,24 +1,24 @@
 r"""Judge one call of a student's function: one point ``W``, one ``reg``.
 
-:func:`evaluate` runs the three checks of :mod:`verification.verify` on what the function
+:func:`evaluate` runs the three checks of :mod:`verification.judge.verify` on what the function
 returned (``loss``, ``dW: (D, C)``), with every reference in float64 on the very inputs the
 function was given:
 
-1. **loss** against ``torch.autograd`` (:func:`verification.reference.autograd_reference`),
+1. **loss** against ``torch.autograd`` (:func:`verification.checks.reference.autograd_reference`),
    ``C * F.multi_margin_loss`` and the numpy loops (their data loss, computed once per point,
    plus the regularization term), within the rounding of ``N C`` hinge terms;
 2. **dW against the reference gradient**: per coordinate between the gradients that take 0 and
    1 at an exact kink (equal unless some margin is exactly 0), within the allowance ``fp_tol``;
 3. **dW against finite differences**:
-   :func:`verification.numeric.svm_finite_differences` and
-   :func:`verification.numeric.classify_svm_gradient` label each judged coordinate ok,
+   :func:`verification.checks.numeric.svm_finite_differences` and
+   :func:`verification.checks.numeric.classify_svm_gradient` label each judged coordinate ok,
    kink-explained or unexplained.
 
 The regularization term is the one of ``reg_scale``: ``reg_scale * reg * sum(W^2)`` (1 for the
 2020 assignment, 1/2 for the older course convention ``0.5 * reg * sum(W * W)``).
 
 It returns an :class:`Evaluation`: the per-check numbers (:class:`CheckResult`, what the report
-prints) and the tensors the worst coordinates, :mod:`verification.diagnose` and the figure use.
+prints) and the tensors the worst coordinates, :mod:`verification.judge.diagnose` and the figure use.
 """
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from torch_svm import svm_loss_and_grad, svm_margins
-from verification.crosscheck import max_rel_error, rel_error
-from verification.numeric import (STATUS_NAMES, UNEXPLAINED, SvmFiniteDifferences,
+from verification.checks.crosscheck import max_rel_error, rel_error
+from verification.checks.numeric import (STATUS_NAMES, UNEXPLAINED, SvmFiniteDifferences,
                                   classify_svm_gradient, svm_finite_differences)
-from verification.reference import autograd_reference, mml_reference, svm_loss_naive
+from verification.checks.reference import autograd_reference, mml_reference, svm_loss_naive
 
 __all__ = ["CheckResult", "Evaluation", "evaluate"]
 

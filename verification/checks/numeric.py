@@ -71,7 +71,7 @@ label column ``y_i = j`` every active term of row ``i`` adds to it: up to ``N_j 
 at CIFAR-like points (``X ~ 60 randn``, ``W ~ 1e-4 randn``, ``N`` = 500 or 3000) a correct
 float32 gradient reaches at most 3% of ``fp_tol`` on coordinates without crossings.
 
-For any other scalar function, kink-aware finite differences are :mod:`verification.kinkcheck`'s.
+For any other scalar function, kink-aware finite differences are :mod:`verification.checks.kinkcheck`'s.
 
 Public API: :func:`svm_finite_differences`, :func:`svm_numeric_grad`,
 :class:`SvmFiniteDifferences`, :func:`classify_svm_gradient`, :class:`SvmGradientCheck`,

@@ -3,7 +3,7 @@ rate that predicts, and exact ties.
 
 The hinge term of example ``i`` and class ``j != y_i`` is :math:`\max(0, m_{ij})` with the margin
 :math:`m_{ij} = S_{ij} - S_{iy_i} + \Delta`, :math:`S = XW`, ``W: (D, C)``, ``X: (N, D)``,
-``y: (N,) int64``. The words below mean one thing each, here, in :mod:`verification.study` and
+``y: (N,) int64``. The words below mean one thing each, here, in :mod:`verification.study.run` and
 in its report:
 
 * **kink**: the point :math:`m = 0` of a hinge term.
@@ -11,7 +11,7 @@ in its report:
   (and, in a row with ``y_i == j``, every term ``(i, c)`` by ``∓h X_ik``); the step *crosses*
   the term's kink when :math:`|m| < h |X_{ik}|`. The central difference then lies between the
   two one-sided slopes instead of on either.
-  :attr:`verification.numeric.SvmFiniteDifferences.crossings` counts crossings per coordinate.
+  :attr:`verification.checks.numeric.SvmFiniteDifferences.crossings` counts crossings per coordinate.
 * **crossed coordinate**: a coordinate of ``W`` with at least one crossing.
 * **crossing term**: a term that some coordinate's step crosses, :math:`|m| < h \max_k |X_{ik}|`
   (:func:`crossing_terms`). It crosses in every coordinate ``(k, j)`` and ``(k, y_i)`` with

@@ -1,4 +1,4 @@
-"""The kink study's figures, drawn from a :class:`~verification.study_results.StudyResults`.
+"""The kink study's figures, drawn from a :class:`~verification.study.results.StudyResults`.
 
 Built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no global backend), as
 :mod:`torch_svm.plots` does, and returned as PNG bytes for the report writer. Spread over
@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from verification.study_results import Distribution, StudyResults
+from verification.study.results import Distribution, StudyResults
 
 __all__ = ["FIGURES", "render_figures"]
 

@@ -9,8 +9,8 @@ hand            :func:`torch_svm.svm_loss_and_grad` (hand-written gradient)     
 function        :func:`torch_svm.svm_loss` + ``backward()`` (autograd.Function)   input
 autograd        ``torch.autograd`` on :func:`torch_svm.svm_loss_autograd`                     input
 mml             ``C * F.multi_margin_loss`` + reg, PyTorch's own backward kernel     input
-naive           :func:`verification.reference.svm_loss_naive` (numpy loops)          float64
-vectorized      :func:`verification.reference.svm_loss_vectorized` (numpy)          float64
+naive           :func:`verification.checks.reference.svm_loss_naive` (numpy loops)          float64
+vectorized      :func:`verification.checks.reference.svm_loss_vectorized` (numpy)          float64
 finite-diff     central differences over every coordinate                            float64
 ==============  ==================================================================  =========
 
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from torch_svm import svm_loss, svm_loss_and_grad
-from verification.numeric import classify_svm_gradient, svm_finite_differences
-from verification.reference import (autograd_reference, mml_reference, svm_loss_naive,
+from verification.checks.numeric import classify_svm_gradient, svm_finite_differences
+from verification.checks.reference import (autograd_reference, mml_reference, svm_loss_naive,
                                     svm_loss_vectorized)
 
 __all__ = ["TOLERANCES", "PairResult", "CrossCheckReport", "rel_error", "max_rel_error",

@@ -1,0 +1,1 @@
+"""The judge of a user's loss function: verify, its worker, evaluation, diagnosis and report."""

@@ -1,0 +1,1 @@
+"""The kink study: when and how often kinks make finite differences disagree (torch-svm kinks)."""
