@@ -93,7 +93,7 @@ def test_grad_check_sparse_cells(notebooks):
     assert all(line.endswith("  ok") for line in correct0 + correct50)
     (buggy0, b0), (buggy50, b50) = checks(stdout(cell(nb, "svm_loss_vectorized_buggy(W, X_dev, y_dev, 0.0)")))
     assert b0 == "verdict: all 10 match"        # reg = 0 cannot see this bug
-    assert b50 == "verdict: 10 of 10 unexplained mismatches: check your gradient"
+    assert b50 == "verdict: 10 of 10 unexplained mismatches: the loss or the gradient is wrong (a finite difference cannot tell which): verify(f) compares both with the reference"
     assert all(line.endswith("  " + REAL) for line in buggy50)
     [(kinked, verdict)] = checks(stdout(cell(nb, "W_trained, grad, h=1e-3")))
     explained = [line for line in kinked if line.endswith("  " + KINK)]

@@ -148,7 +148,8 @@ def test_wrong_gradient_at_kinks_is_unexplained(digits, name):
     assert not result.passed and result.verdict == "unexplained"
     assert result.count("unexplained") >= 30
     assert lines[-1].startswith(f"verdict: {result.count('unexplained')} of 40 unexplained mismatches")
-    assert lines[-1].endswith(": check your gradient")
+    assert lines[-1].endswith(": the loss or the gradient is wrong (a finite difference cannot "
+                              "tell which): verify(f) compares both with the reference")
 
 
 def test_exact_kinks_any_convention_is_explained():
@@ -226,3 +227,25 @@ def test_f_returning_loss_and_grad_is_named(digits):
     W = small_w(X)
     with pytest.raises(TypeError, match=r"f must return the loss, one number, got tuple.*\[0\]"):
         grad_check_sparse(lambda w: mutants.correct_vectorized(w, X, y, 0.0), W, np.zeros_like(W))
+
+
+def test_a_loss_bug_with_a_right_gradient_is_not_blamed_on_the_gradient(digits):
+    """The regularization term left out of the loss, dW right: the finite differences of the
+    loss disagree with dW, and only a reference can say which of the two is wrong, so the
+    verdict names both and points to verify; verify then names the loss."""
+    from verification import verify
+
+    X, y = digits
+    W = trained_w(X, y)
+    reg = 50.0
+
+    def loss_without_reg(W, X, y, reg):
+        loss, dW = mutants.correct_vectorized(W, X, y, reg)
+        return loss - reg * float(np.sum(W * W)), dW
+
+    lines, result, _ = check(loss_without_reg, W, X, y, reg, num_checks=20, h=1e-3)
+    assert result.verdict == "unexplained"
+    assert "the loss or the gradient is wrong" in lines[-1] and "verify(f)" in lines[-1]
+    assert "check your gradient" not in "\n".join(lines)
+    report = verify(loss_without_reg, X, y, isolate=False)
+    assert report.verdict == "fail" and report.failed == "loss"

@@ -23,7 +23,8 @@ from verification.study.kinks import (count_ties, crossing_terms, expected_cross
 from verification.checks.numeric import svm_finite_differences
 from verification.study.run import DRY_RUN, QUICK, StudyConfig, run_study
 from verification.study.checks import _relative_errors, draw_point
-from verification.study.report import FIGURES, write_report
+from verification.study.figures import FIGURES
+from verification.study.report import write_report
 from verification.study.results import Distribution
 from verification.study.ties import TF32, measure_ties, precisions
 

@@ -18,7 +18,7 @@ from typing import Callable, Tuple
 
 import torch
 
-__all__ = ["kinkcheck", "kinkcheck_values", "KinkcheckReport", "KinkcheckError"]
+__all__ = ["kinkcheck", "KinkcheckReport"]
 
 #: Bytes one stack of points handed to ``f`` may take.
 _STACK_BYTES = 64 * 2**20

@@ -87,17 +87,7 @@ import torch
 
 from torch_svm.losses import svm_margins, validate_hyperparameters, validate_svm_inputs
 
-__all__ = [
-    "svm_finite_differences",
-    "svm_numeric_grad",
-    "SvmFiniteDifferences",
-    "classify_svm_gradient",
-    "SvmGradientCheck",
-    "OK",
-    "KINK_EXPLAINED",
-    "UNEXPLAINED",
-    "STATUS_NAMES",
-]
+__all__ = ["svm_finite_differences", "classify_svm_gradient"]
 
 #: Status codes of :func:`classify_svm_gradient`, and their names (``STATUS_NAMES[code]``).
 OK, KINK_EXPLAINED, UNEXPLAINED = 0, 1, 2

@@ -51,7 +51,7 @@ import torch
 from torch_svm.errors import check_int, check_real, clip
 from verification.checks.kinkcheck import KinkcheckReport, kinkcheck_values
 
-__all__ = ["grad_check_sparse", "SparseCheck", "SparseLine"]
+__all__ = ["grad_check_sparse"]
 
 #: What each line says after the assignment's text, per status.
 _COLUMN = {
@@ -107,7 +107,9 @@ class SparseCheck:
             return (f"verdict: {n - kinks} of {n} match; the other {kinks} mismatch only where the step "
                     f"straddles a kink of the hinge: expected, not a bug (Inline Question 1)")
         more = f" ({kinks} more explained by kinks)" if kinks else ""
-        return f"verdict: {bad} of {n} unexplained mismatches{more}: check your gradient"
+        return (f"verdict: {bad} of {n} unexplained mismatches{more}: the loss or the gradient is "
+                f"wrong (a finite difference cannot tell which): verify(f) compares both with the "
+                f"reference")
 
     def __repr__(self) -> str:
         return (f"SparseCheck({len(self.lines)} coordinates: {self.count('ok')} ok, "

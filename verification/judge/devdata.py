@@ -36,7 +36,7 @@ from torch_svm.data.config import SPLIT_DEFAULTS
 from torch_svm.errors import check_choice, check_int
 from torch_svm.files import atomic_write_bytes
 
-__all__ = ["VerifyData", "load_verify_data", "cache_dir", "cached_arrays", "VERIFY_DATASETS"]
+__all__ = ["load_verify_data"]
 
 #: Names :func:`load_verify_data` accepts.
 VERIFY_DATASETS = ("digits", "cifar10", "random")

@@ -42,7 +42,7 @@ import torch
 from torch_svm.losses import svm_coefficients
 from verification.judge.evaluation import Evaluation
 
-__all__ = ["Diagnosis", "diagnose", "RESIDUAL_LIMIT"]
+__all__: list = []      # internal: import names from here explicitly
 
 #: A pattern explains a difference when the least-squares residual is below this share of it.
 RESIDUAL_LIMIT = 0.05

@@ -35,7 +35,7 @@ from verification.checks.numeric import (STATUS_NAMES, UNEXPLAINED, SvmFiniteDif
                                   classify_svm_gradient, svm_finite_differences)
 from verification.checks.reference import autograd_reference, mml_reference, svm_loss_naive
 
-__all__ = ["CheckResult", "Evaluation", "evaluate"]
+__all__: list = []      # internal: import names from here explicitly
 
 _F64 = torch.float64
 

@@ -16,7 +16,7 @@ import torch
 from torch_svm.losses import svm_coefficients, svm_margins
 from verification.judge.devdata import VerifyData, cached_arrays
 
-__all__ = ["default_points", "cached_points", "active_share"]
+__all__: list = []      # internal: import names from here explicitly
 
 _F64 = torch.float64
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}

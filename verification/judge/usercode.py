@@ -31,8 +31,7 @@ from typing import Any, Callable, List, Tuple
 
 import numpy as np
 
-__all__ = ["UserCodeError", "Returned", "load_function", "call_function", "call_detecting_backend",
-           "parse_output", "function_name", "missing_module_hint", "code_hint", "BACKENDS", "JUDGED_DTYPES"]
+__all__: list = []      # internal: import names from here explicitly
 
 #: What ``backend`` may be: numpy arrays, torch tensors, or numpy first and torch if that raises.
 BACKENDS = ("auto", "numpy", "torch")

@@ -23,8 +23,7 @@ from verification.judge.evaluation import CheckResult, Evaluation
 from verification.checks.numeric import KINK_EXPLAINED, STATUS_NAMES
 from verification.judge.worker import CapturedOutput
 
-__all__ = ["VerifyReport", "PointInfo", "Coordinate", "CodeFailure", "worst_coordinates",
-           "verdict_figure", "format_output"]
+__all__ = ["VerifyReport"]
 
 _SHOWN = 3000                      # points per kind and panel in the figure
 _LEGEND = ("  loss: largest relative error against torch.autograd, MultiMarginLoss x C and numpy loops\n"

@@ -61,7 +61,7 @@ from verification.judge.usercode import (BACKENDS, UserCodeError, check_signatur
 from verification.judge.verdict import CodeFailure, PointInfo, VerifyReport, worst_coordinates
 from verification.judge.worker import CapturedOutput, InProcess, Worker
 
-__all__ = ["VerifyConfig", "verify", "default_points", "REG_CONVENTIONS"]
+__all__ = ["VerifyConfig", "verify"]
 
 #: The coefficient of ``reg * sum(W^2)`` in each course's loss.
 REG_CONVENTIONS = {"2020": 1.0, "half": 0.5}

@@ -44,7 +44,7 @@ import numpy as np
 from verification.judge.usercode import (JUDGED_DTYPES, Returned, UserCodeError, call_detecting_backend,
                                    function_name, load_function)
 
-__all__ = ["Worker", "InProcess", "CapturedOutput", "OUTPUT_LIMIT"]
+__all__: list = []      # internal: import names from here explicitly
 
 #: Characters of the worker's stdout and of its stderr kept for the report.
 OUTPUT_LIMIT = 20_000

@@ -31,8 +31,7 @@ from verification.checks.numeric import OK, UNEXPLAINED, classify_svm_gradient, 
 from verification.study.results import (BurnIn, CheckCell, Distribution, MarginSummary,
                                         PredictionCell, WhereCell)
 
-__all__ = ["draw_point", "check_gradient", "measure_sweep", "measure_where", "GradientCheck",
-           "METHODS"]
+__all__: list = []      # internal: import names from here explicitly
 
 #: Kinds of central difference: per-term closed form (no rounding), or two full losses.
 METHODS = ("exact", "naive")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from verification.study.results import Distribution, StudyResults
 
-__all__ = ["FIGURES", "render_figures"]
+__all__: list = []      # internal: import names from here explicitly
 
 #: The figures :func:`render_figures` draws, by file name, and what each shows.
 FIGURES = {

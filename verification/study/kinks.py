@@ -50,9 +50,7 @@ from torch import Tensor
 
 from torch_svm.losses import svm_loss_and_grad, svm_margins
 
-__all__ = ["term_margins", "scaled_margins", "margin_density_at_zero", "crossing_terms",
-           "expected_crossing_terms", "simulate_crossed_rates", "count_ties",
-           "one_dimensional_example"]
+__all__: list = []      # internal: import names from here explicitly
 
 _CHUNK_ELEMENTS = 2**23  # entries of one (terms, D) temporary in simulate_crossed_rates
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Callable, List, Optional, Union
 
 from torch_svm.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from verification.study.figures import FIGURES, render_figures
+from verification.study.figures import render_figures
 from verification.study.results import CheckCell, Distribution, StudyResults
 
-__all__ = ["write_report", "render_markdown", "FIGURES"]
+__all__: list = []      # internal: import names from here explicitly
 
 
 def write_report(results: StudyResults, out_dir: Union[str, Path]) -> List[Path]:
-    """Write ``results.json``, the :data:`FIGURES` and ``report.md`` into ``out_dir``, each
+    """Write ``results.json``, the figures (:data:`verification.study.figures.FIGURES`) and ``report.md`` into ``out_dir``, each
     atomically. Returns the paths written."""
     if not isinstance(results, StudyResults):
         raise TypeError(f"results must be a StudyResults, got {type(results).__name__}")

@@ -12,8 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Distribution", "CheckCell", "PredictionCell", "WhereCell", "BurnIn",
-           "MarginSummary", "KinkValueEffect", "TieCell", "StudyResults"]
+__all__: list = []      # internal: import names from here explicitly
 
 
 @dataclass

@@ -44,7 +44,7 @@ from verification.study.checks import measure_sweep, measure_where
 from verification.study.results import StudyResults
 from verification.study.ties import measure_ties, precisions
 
-__all__ = ["StudyConfig", "run_study", "QUICK", "DRY_RUN"]
+__all__ = ["StudyConfig", "run_study"]
 
 #: What ``StudyConfig.quick()`` (``torch-svm kinks --quick``) changes: fewer draws and steps.
 QUICK: Dict[str, Any] = dict(draws=10, naive_draws=2, where_draws=3, burn_in_iters=100,

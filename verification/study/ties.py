@@ -28,7 +28,7 @@ from torch_svm.device import resolve_device
 from verification.study.kinks import count_ties
 from verification.study.results import Distribution, KinkValueEffect, TieCell
 
-__all__ = ["TF32", "precisions", "measure_ties"]
+__all__: list = []      # internal: import names from here explicitly
 
 #: The precision name of float32 with TF32 matmuls (CUDA only).
 TF32 = "float32+tf32"
