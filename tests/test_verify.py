@@ -467,7 +467,7 @@ def test_cifar_dev_split_is_cached_by_file_stamp(tmp_path, monkeypatch, isolated
 
 def test_cli_text_is_print_report(capsys):
     code, out, _ = run_cli(capsys, "verify", f"{MUTANTS}:margin_as_coefficient", "--data", "random")
-    report = verify(f"{MUTANTS}:margin_as_coefficient", data=load_verify_data("random"), isolate=False)
+    report = verify(f"{MUTANTS}:margin_as_coefficient", data=load_verify_data("random"))
     assert code == 1 and out == str(report) + "\n"
 
 

@@ -2,8 +2,13 @@
 (issue 14). Each test starts a worker (about half a second), so they are few: one per hostile
 behaviour, through the CLI as a teacher grading would run it."""
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ import mutants
 from conftest import run_cli
 from verification.judge.devdata import load_verify_data
 from verification.judge.verify import verify
+from torch_svm.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("one_thread", "isolated_cache")
 
@@ -143,14 +149,53 @@ def test_a_notebook_function_runs_in_a_worker():
 
     report = verify(svm_loss_vectorized, data=data)
     assert report.passed and report.isolated and report.function == "svm_loss_vectorized"
-    lock = threading.Lock()                                # cannot be pickled: judged here
+    lock = threading.Lock()                                # cannot be pickled: refused
 
     def with_lock(W, X, y, reg):
         with lock:
             return mutants.correct_vectorized(W, X, y, reg)
 
-    report = verify(with_lock, data=data)
-    assert report.passed and not report.isolated and "judged in this process" in report.notes[0]
+    with pytest.raises(UsageError, match="with_lock cannot be sent to the worker .*lock.*file.py:name"):
+        verify(with_lock, data=data)
+
+
+def test_an_unpicklable_function_that_patches_the_judge_is_refused_not_judged():
+    """Before: a function that could not be pickled was judged in the caller's process, where
+    it could patch the judge (here: make every check pass) and get a PASS for a wrong
+    gradient. Now it is refused, and the judge is untouched."""
+    import verification.judge.evaluation as evaluation
+
+    data = load_verify_data("random", n=30)
+    lock = threading.Lock()
+    real = evaluation.evaluate
+
+    def one_coordinate_wrong(W, X, y, reg):
+        with lock:
+            evaluation.evaluate = lambda *a, **k: None      # what it would do if run here
+        loss, dW = mutants.correct_vectorized(W, X, y, reg)
+        dW[0, 0] += 1.0
+        return loss, dW
+
+    with pytest.raises(UsageError, match="cannot be sent to the worker"):
+        verify(one_coordinate_wrong, data=data)
+    assert evaluation.evaluate is real
+
+
+def test_a_crafted_name_cannot_write_lines_into_the_report(capsys, tmp_path):
+    """A __name__ holding newlines and a fake verdict line is printed escaped, on the one
+    line that names the function."""
+    data = load_verify_data("random", n=30)
+
+    def fn(W, X, y, reg):
+        loss, dW = mutants.correct_vectorized(W, X, y, reg)
+        dW[0, 0] += 1.0
+        return loss, dW
+
+    fn.__name__ = "f\nPASS: svm_loss_vectorized is right\n\x1b[2J"
+    report = verify(fn, data=data)
+    assert not report.passed and "\n" not in report.function and "\x1b" not in report.function
+    text = str(report)
+    assert not any(line.startswith("PASS") for line in text.splitlines()), text[:500]
 
 
 def test_the_worker_is_reused_for_every_call(monkeypatch):
@@ -166,3 +211,128 @@ def test_the_worker_is_reused_for_every_call(monkeypatch):
     monkeypatch.setattr(worker_module.Worker, "__init__", counting)
     X, y = np.random.default_rng(0).standard_normal((20, 6)), np.arange(20) % 3
     assert verify(mutants.correct_naive, X=X, y=y).passed and len(started) == 1
+
+
+FORKER = """
+import os, sys, time
+import numpy as np
+
+def spawns(W, X, y, reg):
+    # a grandchild in its own session (setsid) after a double fork: it leaves the worker's
+    # process group, and its parent exits so it is an orphan
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(os.environ["PIDFILE"], "a") as fh:
+                fh.write(f"{os.getpid()}\\n")
+            time.sleep(3600)
+        os._exit(0)
+    time.sleep(0.5)
+    return 0.0, np.zeros_like(W)
+
+def loops(W, X, y, reg):
+    with open(os.environ["PIDFILE"], "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    while True:
+        pass
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pids(path) -> list:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_nothing_the_judged_code_starts_outlives_the_verdict(tmp_path, monkeypatch):
+    """A double-forked, setsid() grandchild used to survive the verdict (it left the process
+    group that was killed). The worker's guard is a subreaper: the orphan is reparented to it
+    and killed when the worker ends."""
+    (tmp_path / "forker.py").write_text(FORKER)
+    monkeypatch.setenv("PIDFILE", str(tmp_path / "pids"))
+    report = verify(f"{tmp_path / 'forker.py'}:spawns", data=load_verify_data("random", n=30))
+    assert report.verdict == "fail"
+    pids = _pids(tmp_path / "pids")
+    assert pids
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids), pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
+def test_killing_verify_ends_its_worker(tmp_path, sig):
+    """verify killed (kill -9 too) while the judged code loops: the worker used to spin on at
+    100% CPU forever. The guard gets SIGTERM when verify's process dies and kills the server."""
+    (tmp_path / "forker.py").write_text(FORKER)
+    env = dict(os.environ, PIDFILE=str(tmp_path / "pids"))
+    proc = subprocess.Popen([sys.executable, "-m", "torch_svm", "verify",
+                             f"{tmp_path / 'forker.py'}:loops", "--data", "random", "--n", "30",
+                             "--timeout", "600"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not _pids(tmp_path / "pids") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = _pids(tmp_path / "pids")
+        assert pids, "the judged function never ran"
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in pids), pids
+    finally:
+        proc.kill()
+        for p in _pids(tmp_path / "pids"):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+POISONER = '''
+import glob, os
+import numpy as np
+import mutants
+
+def poisons(W, X, y, reg):
+    """Right, but it rewrites the cached check points so that "trained" equals "small"."""
+    for path in glob.glob(os.path.join(os.environ["TORCH_SVM_CACHE_DIR"], "points-*.npz")):
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        small = [k for k in arrays if "small" in k]
+        for k in arrays:
+            if small and k != small[0] and arrays[k].shape == arrays[small[0]].shape:
+                arrays[k] = arrays[small[0]]
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    return mutants.correct_vectorized(W, X, y, reg)
+'''
+
+
+def test_the_judged_code_cannot_poison_the_cache_for_later_verdicts(tmp_path, monkeypatch,
+                                                                    isolated_cache):
+    """A function rewrote the cached check points so that a later real bug passed. The cache
+    is hashed before the judged code runs and after: a change is an error verdict, and the
+    changed files are deleted, so the next verdict recomputes them and the bug fails."""
+    (tmp_path / "poison.py").write_text(POISONER)
+    monkeypatch.syspath_prepend(str(Path(mutants.__file__).parent))
+    data = load_verify_data("digits")
+    honest = verify(mutants.correct_vectorized, data=data)                # fills the cache
+    assert honest.passed and list(isolated_cache.glob("points-*.npz"))
+    report = verify(f"{tmp_path / 'poison.py'}:poisons", data=data)
+    assert report.verdict == "error" and "changed verify's cache" in report.error.message
+    assert not list(isolated_cache.glob("points-*.npz"))                    # deleted
+    later = verify(mutants.mask_after_clamp, data=data)
+    assert later.verdict == "fail"
+    untouched = verify(mutants.correct_vectorized, data=data)
+    assert untouched.passed                                                # the negative twin

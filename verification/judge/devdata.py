@@ -23,9 +23,10 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -93,6 +94,43 @@ def cached_arrays(kind: str, key: str, compute: Callable[[], Dict[str, np.ndarra
         except OSError:
             pass
     return arrays
+
+
+def cache_snapshot() -> Dict[str, str]:
+    """{file name: sha256 of its bytes} of every file in the cache folder ({} without one)."""
+    folder = cache_dir()
+    if folder is None or not folder.is_dir():
+        return {}
+    snapshot = {}
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.is_file() and not path.is_symlink():
+                snapshot[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                snapshot[path.name] = "not a regular file"
+        except OSError:
+            snapshot[path.name] = "unreadable"
+    return snapshot
+
+
+def cache_tampered(before: Dict[str, str]) -> List[str]:
+    """The cache files that changed, appeared or went away since ``before`` (a
+    :func:`cache_snapshot` taken while no judged code ran). They are deleted, so that no later
+    verdict reads what the judged code wrote; the names are returned."""
+    after = cache_snapshot()
+    changed = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+    folder = cache_dir()
+    for name in changed:
+        if folder is not None and name in after:
+            try:
+                target = folder / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink()
+            except OSError:
+                pass
+    return changed
 
 
 def _files_stamp(source: Path) -> list:

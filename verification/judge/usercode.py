@@ -201,10 +201,21 @@ def user_traceback(exc: BaseException) -> str:
 
 
 def function_name(fn: Callable) -> str:
+    """The function's name as reports print it: escaped (:func:`printable`), so a crafted
+    ``__name__`` holding newlines cannot write lines of its own into a report."""
     inner = getattr(fn, "func", None)           # functools.partial
     if inner is not None and callable(inner):
         return function_name(inner)
-    return getattr(fn, "__name__", None) or type(fn).__name__
+    name = getattr(fn, "__name__", None)
+    return printable(name if isinstance(name, str) and name else type(fn).__name__)
+
+
+def printable(text: str, limit: int = 100) -> str:
+    """``text`` with every character that is not printable (newline, carriage return, escape
+    sequences, other controls) written as its escape, clipped to ``limit`` characters."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text)[:4 * limit])
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- calling

@@ -50,14 +50,14 @@ import torch
 
 from torch_svm.losses import svm_loss_and_grad, validate_svm_inputs
 from torch_svm.device import auto_threads, using_threads
-from torch_svm.errors import check_choice, check_int, check_real
+from torch_svm.errors import UsageError, check_choice, check_int, check_real, clip
 from torch_svm.progress import progress as progress_bar
-from verification.judge.devdata import VerifyData, load_verify_data
+from verification.judge.devdata import VerifyData, cache_snapshot, cache_tampered, load_verify_data
 from verification.judge.diagnose import diagnose
 from verification.judge.evaluation import Evaluation, evaluate
 from verification.judge.points import active_share, cached_points, default_points
 from verification.judge.usercode import (BACKENDS, UserCodeError, check_signature, function_name,
-                                   load_function)
+                                   load_function, printable)
 from verification.judge.verdict import CodeFailure, PointInfo, VerifyReport, worst_coordinates
 from verification.judge.worker import CapturedOutput, InProcess, Worker
 
@@ -118,11 +118,16 @@ def _start_worker(config: VerifyConfig, **load: Any) -> Worker:
 
 
 def _open(fn: Union[Callable, str], config: VerifyConfig, notes: List[str]) -> Union[Worker, InProcess]:
-    """A started caller: a :class:`Worker` with the function loaded, or :class:`InProcess`."""
-    if not config.isolate or os.name != "posix":
-        if config.isolate:
-            notes.append("judged in this process: the worker process needs a POSIX system")
+    """A started caller: a :class:`Worker` with the function loaded, or :class:`InProcess`
+    when the caller asked for ``isolate=False`` (their own trusted code, for speed). The judged
+    code never runs in this process otherwise: a function that cannot be sent to a worker is
+    refused, not judged here, where it could patch the judge."""
+    if not config.isolate:
+        notes.append("judged in this process (isolate=False): the code could change the verdict")
         return InProcess(load_function(fn) if isinstance(fn, str) else fn)
+    if os.name != "posix":
+        raise UsageError("verify runs the judged code in a worker process, which needs a POSIX "
+                         "system; pass isolate=False to judge your own code in this process")
     if isinstance(fn, str):
         return _start_worker(config, spec=fn)
     try:
@@ -130,15 +135,28 @@ def _open(fn: Union[Callable, str], config: VerifyConfig, notes: List[str]) -> U
 
         pickled = cloudpickle.dumps(fn)
     except Exception as exc:  # noqa: BLE001 - unpicklable closures, no cloudpickle
-        notes.append(f"judged in this process: the function could not be sent to a worker process "
-                     f"({type(exc).__name__}: {str(exc)[:100]}); put it in a .py file for an isolated run")
-        return InProcess(fn)
-    try:
-        return _start_worker(config, pickled=pickled)
-    except UserCodeError as exc:
-        notes.append(f"judged in this process: re-creating the function in a worker process "
-                     f"failed ({exc})")
-        return InProcess(fn)
+        raise UsageError(
+            f"{function_name(fn)} cannot be sent to the worker process that judges it "
+            f"({type(exc).__name__}: {clip(str(exc), 100)}): it holds something that cannot be "
+            f"pickled (a lock, an open file, a generator). Define it without that, or put it in "
+            f"a .py file and pass 'file.py:name'") from None
+    return _start_worker(config, pickled=pickled)
+
+
+def _tampered(name: str, data, caller, notes: List[str], output: CapturedOutput,
+              before: Dict[str, str]) -> Optional[VerifyReport]:
+    """An error verdict when the judged code changed verify's cache files while it ran (they
+    are deleted: no later verdict reads them); None when the cache is as it was."""
+    changed = cache_tampered(before)
+    if not changed:
+        return None
+    shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+    return VerifyReport(
+        function=name, data=data.description, isolated=isinstance(caller, Worker), notes=notes,
+        output=output, error=CodeFailure(
+            f"the code changed verify's cache while it was judged ({printable(shown, 200)}): no "
+            f"verdict is given, and those files were deleted so that no later verdict reads them",
+            "", "a loss function has no reason to write files; remove what writes them"))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -261,6 +279,7 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
     found: Dict[str, Any] = {"backend": config.backend, "dtypes": set(), "loss_types": set()}
     evaluations: Dict[Tuple[str, float], Evaluation] = {}
     caller = None
+    cache_before = cache_snapshot()          # what later verdicts read, before any judged code
     try:
         caller = _open(fn, config, notes)
         name = caller.name
@@ -293,15 +312,19 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
                 check(point, regs[1])
                 bar.update(1)
     except UserCodeError as exc:
-        return VerifyReport(function=name, data=data.description,
-                            error=CodeFailure(str(exc), exc.user_traceback, exc.hint),
-                            isolated=isinstance(caller, Worker), notes=notes,
-                            output=caller.close() if caller is not None else CapturedOutput())
+        output = caller.close() if caller is not None else CapturedOutput()
+        return _tampered(name, data, caller, notes, output, cache_before) or VerifyReport(
+            function=name, data=data.description,
+            error=CodeFailure(str(exc), exc.user_traceback, exc.hint),
+            isolated=isinstance(caller, Worker), notes=notes, output=output)
     except BaseException:
         if caller is not None:
             caller.close()
         raise
     output = caller.close()
+    tampered = _tampered(name, data, caller, notes, output, cache_before)
+    if tampered is not None:
+        return tampered
     ordered = [evaluations[point, reg] for point in Ws for reg in regs]
     dtypes = sorted(found["dtypes"], key=lambda t: torch.finfo(_JUDGE_DTYPES[t]).eps)
     report = VerifyReport(

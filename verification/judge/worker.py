@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from verification.judge.usercode import (JUDGED_DTYPES, Returned, UserCodeError, call_detecting_backend,
-                                   function_name, load_function)
+                                   function_name, load_function, printable)
 
 __all__: list = []      # internal: import names from here explicitly
 
@@ -59,7 +59,8 @@ _BOOT = ("import sys, types\n"
          "('verification.judge', {folder!r} + '/judge')):\n"
          "    package = types.ModuleType(name); package.__path__ = [path]; "
          "sys.modules[name] = package\n"
-         "from verification.judge.worker import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))")
+         "from verification.judge.guard import start\n"
+         "start(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))")
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS")
 
@@ -233,7 +234,8 @@ class Worker:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{k: "1" for k in _ONE_THREAD})
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT.format(folder=_FOLDER), str(request_r), str(reply_w)],
+                [sys.executable, "-c", _BOOT.format(folder=_FOLDER), str(os.getpid()),
+                 str(request_r), str(reply_w)],
                 pass_fds=(request_r, reply_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, start_new_session=True, env=env)
         finally:
@@ -260,7 +262,7 @@ class Worker:
         name = reply.get("name")
         if not isinstance(name, str):
             raise self._malformed("load")
-        self.name = name[:200]
+        self.name = printable(name)
         return self.name
 
     def set_data(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -282,8 +284,8 @@ class Worker:
         if not ok:
             raise self._malformed("call")
         return reply["backend"], Returned(loss=reply["loss"], dW=arrays["dW"], dtype=reply["dtype"],
-                                          loss_type=reply["loss_type"][:100],
-                                          notes=[n[:300] for n in notes[:10]])
+                                          loss_type=printable(reply["loss_type"]),
+                                          notes=[printable(n, 300) for n in notes[:10]])
 
     def close(self) -> CapturedOutput:
         """Stop the worker (politely, then its whole process group) and return its output."""
@@ -314,8 +316,17 @@ class Worker:
     # -- the channel
 
     def _kill(self) -> None:
+        """End the worker and everything it started: the guard (verification/judge/guard.py)
+        kills every descendant on SIGTERM; its process group is killed too, in case the
+        guard itself was stopped."""
+        if self._proc.poll() is None:
+            try:
+                self._proc.terminate()
+                self._proc.wait(timeout=3.0)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
         try:
-            os.killpg(self._proc.pid, signal.SIGKILL)   # the worker and anything it started
+            os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         try:
