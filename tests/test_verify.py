@@ -207,6 +207,29 @@ def test_every_numeric_return_type_is_accepted(convert, judged_as):
         assert any("float128" in n or "longdouble" in n for n in returned.notes)
 
 
+class _ShapeRaises:
+    """An object whose .shape (and everything else) raises."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"no {name} here")
+
+
+@pytest.mark.parametrize("out, words", [
+    ((1.0, torch.ones(2, 2, device="meta")), "dW as a torch.strided tensor on device 'meta'"),
+    ((1.0, torch.ones(2, 2).to_sparse()), "dW as a torch.sparse_coo tensor"),
+    ((1.0, torch.ones(2, 2).to_sparse_csr()), "dW as a torch.sparse_csr tensor"),
+    ((torch.ones((), device="meta"), np.ones((2, 2))), "loss as a torch.strided tensor on device 'meta'"),
+    ((_ShapeRaises(), np.ones((2, 2))), "test_verify._ShapeRaises, numpy.ndarray), which could not be read"),
+    ((1.0, _ShapeRaises()), "must return dW as a numpy array or torch tensor, got _ShapeRaises"),
+])
+def test_odd_return_values_are_named_not_a_crash(out, words):
+    """Objects that hold no values, or whose attributes raise: one UserCodeError that names
+    what came back (before: an internal traceback, or "error: shape" as if the spec were bad)."""
+    with pytest.raises(UserCodeError) as info:
+        parse_output(out, (2, 2), "f")
+    assert words in str(info.value), str(info.value)
+
+
 def test_a_huge_int_loss_is_inf_not_a_crash():
     returned = parse_output((10**400, np.ones((2, 2))), (2, 2), "f")
     assert returned.loss == float("inf") and "too large" in returned.notes[0]

@@ -286,6 +286,31 @@ def parse_output(out: Any, shape: Tuple[int, ...], name: str) -> Returned:
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise UserCodeError(f"{name} must return (loss, dW), got {describe(out)}")
     loss, dW = out
+    try:
+        return _parse_pair(loss, dW, shape, name)
+    except UserCodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the returned objects' own code raised
+        raise UserCodeError(f"{name} returned (loss, dW) as ({_kind(loss)}, {_kind(dW)}), which "
+                            f"could not be read as numbers: reading them raised {one_line(exc)}"
+                            ) from None
+
+
+def _kind(obj: Any) -> str:
+    """What ``obj`` is, without running its code: its type, and a tensor's layout and device."""
+    text = type(obj).__module__ + "." + type(obj).__qualname__
+    if _is_torch_tensor(obj):
+        text += f" ({obj.layout}, {obj.device.type})"
+    return printable(text, 100)
+
+
+def _parse_pair(loss: Any, dW: Any, shape: Tuple[int, ...], name: str) -> Returned:
+    for what, value in (("loss", loss), ("dW", dW)):
+        if _is_torch_tensor(value) and (value.layout != sys.modules["torch"].strided
+                                        or value.device.type == "meta"):
+            raise UserCodeError(f"{name} returned {what} as a {value.layout} tensor on device "
+                                f"'{value.device.type}', which holds no dense values: return "
+                                f"a dense tensor (.to_dense(), or compute it on a real device)")
     if tuple(getattr(loss, "shape", ())) == tuple(shape) and (
             isinstance(dW, (int, float)) or tuple(getattr(dW, "shape", (0,))) in ((), (1,))):
         raise UserCodeError(f"{name} returned (dW, loss): the assignment's order is (loss, dW)")
