@@ -21,6 +21,7 @@ import mutants
 from conftest import integer_problem, run_cli
 from torch_svm.data import DataConfig, load_dataset
 from verification.judge.devdata import cached_arrays, load_verify_data
+from torch_svm.errors import UsageError
 from verification.judge.usercode import UserCodeError, load_function, missing_module_hint, parse_output
 from verification.judge.verify import VerifyConfig, default_points, verify
 
@@ -266,8 +267,10 @@ def test_float128_is_judged_in_float64_and_said(digits):
 
 
 def test_float16_is_judged_in_float16(digits):
-    report = judge(mutants.correct_float16, digits)
-    assert report.passed and report.output_dtype == "float16" and report.loss_type == "numpy float16"
+    """Right float16 code gets no PASS (see test_a_pass_at_16_bit_precision_is_refused_not_given),
+    but a bug float16 can see still fails, named."""
+    with pytest.raises(UsageError, match="returns dW as float16 and the loss as numpy float16"):
+        judge(mutants.correct_float16, digits)
 
     def halved(W, X, y, reg, delta=1.0):
         loss, dW = mutants.correct_float16(W, X, y, reg, delta)
@@ -549,3 +552,41 @@ def test_cli_does_not_run(tmp_path, capsys, source, expect):
 def test_cli_missing_function(capsys):
     code, _, err = run_cli(capsys, "verify", f"{MUTANTS}:nope")
     assert code == 2 and len(err) == 1 and "no function 'nope'" in err[0]
+
+
+def _returns(loss_as, dW_as, scale=1.0):
+    def fn(W, X, y, reg):
+        loss, dW = mutants.correct_vectorized(W, X, y, reg)
+        return loss_as(loss * scale), dW_as(dW * scale)
+    return fn
+
+
+@pytest.mark.parametrize("loss_as, dW_as", [
+    (float, lambda g: g.astype(np.float16)),                    # the forged PASS of issue 21
+    (float, lambda g: torch.from_numpy(g).to(torch.bfloat16)),
+    (np.float16, lambda g: g),
+    (float, lambda g: g),                                       # the float64 control
+])
+def test_each_value_is_judged_by_its_own_precision(digits, loss_as, dW_as):
+    """A loss 5% off fails whatever dtype dW comes in: a float16 dW no longer lends the
+    loss float16's allowance (a float64 loss is judged at float64). At 3% in both, too."""
+    for scale in (1.05, 1.03):
+        report = verify(_returns(loss_as, dW_as, scale), data=digits, points=_points(1.0),
+                        isolate=False)
+        assert report.verdict == "fail", (scale, report.output_dtype, report.loss_type)
+
+
+@pytest.mark.parametrize("loss_as, dW_as", [
+    (np.float16, lambda g: g.astype(np.float16)),
+    (float, lambda g: torch.from_numpy(g).to(torch.bfloat16)),
+    (lambda v: torch.tensor(v, dtype=torch.bfloat16), lambda g: g),
+])
+def test_a_pass_at_16_bit_precision_is_refused_not_given(digits, loss_as, dW_as):
+    """Right code returning 16-bit floats: its rounding (1e-3 relative) would hide bugs of a
+    few percent, so instead of a PASS that means nothing, a usage error (exit 2) says so;
+    the same code in float32 passes (the negative twin)."""
+    with pytest.raises(UsageError, match="cannot judge at this precision.*float32 or float64"):
+        verify(_returns(loss_as, dW_as), data=digits, points=_points(1.0), isolate=False)
+    f32 = verify(_returns(np.float32, lambda g: g.astype(np.float32)), data=digits,
+                 points=_points(1.0), isolate=False)
+    assert f32.passed

@@ -136,14 +136,18 @@ def evaluate(point: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg:
              loss: float, dW: torch.Tensor, compute_dtype: torch.dtype, *, reg_scale: float = 1.0,
              delta: float = 1.0, h: float = 1e-5, fp_factor: float = 4.0,
              judged: Optional[torch.Tensor] = None,
-             naive_data_loss: Optional[float] = None) -> Evaluation:
+             naive_data_loss: Optional[float] = None,
+             loss_dtype: Optional[torch.dtype] = None) -> Evaluation:
     """The three checks of the module docstring for one call.
 
     Args:
         point: the point's name. W: ``(D, C)`` float64. X: ``(N, D)`` float64 (the values the
             function was given). y: ``(N,)`` int64. reg: what the function was called with.
         loss, dW: what it returned; ``dW`` ``(D, C)`` float64 (converted).
-        compute_dtype: the lowest precision among the inputs and ``dW``: sets the allowances.
+        compute_dtype: the lowest precision among the inputs and ``dW``: sets dW's allowances.
+        loss_dtype: the lowest precision among the inputs and the loss as returned: sets the
+            loss's allowance (default ``compute_dtype``). Each value is judged by its own
+            precision: a float16 dW does not buy a float64 loss float16's allowance.
         reg_scale: the convention's factor on ``reg * sum(W^2)``.
         judged: ``(D, C)`` bool, the coordinates judged by finite differences (default: all).
         naive_data_loss: the numpy loops' data loss at this ``W`` (a previous evaluation's
@@ -164,7 +168,9 @@ def evaluate(point: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg:
     ref_loss = ref_losses["autograd"]
     reg_loss = ref_reg * float((W * W).sum())
     m = svm_margins(W, X, y, delta=delta)                            # (N, C)
-    loss_tol = _loss_tolerance(m, W, X, y, delta, ref_loss - reg_loss, reg_loss, eps, fp_factor)
+    loss_eps = eps if loss_dtype is None else torch.finfo(loss_dtype).eps + torch.finfo(_F64).eps
+    loss_tol = _loss_tolerance(m, W, X, y, delta, ref_loss - reg_loss, reg_loss, loss_eps,
+                               fp_factor)
     loss_errors = {name: rel_error(loss, value) for name, value in ref_losses.items()}
     loss_ok = all(abs(loss - value) <= loss_tol for value in ref_losses.values())
     # 2. dW against the reference gradients with either value at an exact kink

@@ -292,11 +292,14 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
             notes.extend(n for n in returned.notes if n not in notes)
             dtype = _JUDGE_DTYPES[returned.dtype]
             compute = min((dtype, in_dtype), key=lambda t: -torch.finfo(t).eps)
+            loss_dtype = min((_loss_dtype(returned.loss_type), in_dtype),
+                             key=lambda t: -torch.finfo(t).eps)
             earlier = evaluations.get((point, 0.0))
             ev = evaluate(point, Ws[point], X, y, reg, returned.loss,
                           torch.from_numpy(returned.dW).to(_F64), compute, reg_scale=scale,
                           delta=config.delta, h=config.h, fp_factor=config.fp_factor, judged=judged,
-                          naive_data_loss=earlier.naive_data_loss if earlier else None)
+                          naive_data_loss=earlier.naive_data_loss if earlier else None,
+                          loss_dtype=loss_dtype)
             evaluations[point, reg] = ev
             return ev
 
@@ -338,7 +341,27 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
         notes=notes, isolated=isinstance(caller, Worker), output=output, evaluations=ordered)
     if not report.passed:
         report.diagnosis = diagnose(ordered, X, y, config.delta, scale)
+    elif report.output_dtype in LOW_PRECISION or any(
+            _loss_dtype(t) in LOW_PRECISION.values() for t in found["loss_types"]):
+        raise UsageError(
+            f"{name}: cannot judge at this precision: it returns dW as {report.output_dtype} and "
+            f"the loss as {report.loss_type}; a 16-bit float rounds at about 1e-3 relative, so "
+            f"an error of a few percent (a wrong reg factor, a missing term) would pass. Return "
+            f"the loss and dW in float32 or float64 to be judged")
     return report
+
+
+#: Precisions too coarse to PASS: their allowances hide bugs the mutation suite holds.
+LOW_PRECISION = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _loss_dtype(loss_type: str) -> torch.dtype:
+    """The precision of a returned loss, from how it was returned ("numpy float16",
+    "torch bfloat16 tensor", "python float"): a Python number is float64."""
+    for name, dtype in _JUDGE_DTYPES.items():
+        if name in loss_type.split():
+            return dtype
+    return _F64
 
 
 def _visible_reg(reg: float, scale: float, at_zero: List[Evaluation], X, y, delta: float,
