@@ -65,7 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         # stdout closed early (`torch-svm ... --json | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (TorchSVMError, ValueError, TypeError, OSError, MemoryError, torch.OutOfMemoryError) as exc:
+    # Only the project's errors (bad input, named) and running out of memory are one line:
+    # a builtin ValueError / TypeError / OSError from the library is a bug, and its traceback
+    # is what a bug report needs.
+    except (TorchSVMError, MemoryError, torch.OutOfMemoryError) as exc:
         if debug():
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Tuple
 
 import torch
+from torch_svm.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["kinkcheck", "KinkcheckReport"]
 
@@ -67,7 +68,7 @@ def _evaluate_stack(f: Callable[[torch.Tensor], torch.Tensor], points: torch.Ten
             values = torch.stack([torch.as_tensor(f(p)) for p in points])
     if values.numel() != points.shape[0]:
         per_point = tuple(values.shape[1:]) if values.dim() else ()
-        raise ValueError(f"f must return a scalar (a 0-d tensor) for each point, got shape "
+        raise ArgumentError(f"f must return a scalar (a 0-d tensor) for each point, got shape "
                          f"{per_point} per point; did you forget .sum()?")
     return values.reshape(-1)
 
@@ -121,11 +122,11 @@ def kinkcheck(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, analyt
         :class:`KinkcheckReport`.
     """
     if not (x.is_floating_point() and analytic.is_floating_point()):
-        raise TypeError(f"x and analytic must be floating point, got {x.dtype} and {analytic.dtype}")
+        raise ArgumentTypeError(f"x and analytic must be floating point, got {x.dtype} and {analytic.dtype}")
     if analytic.shape != x.shape:
-        raise ValueError(f"analytic must have the shape of x {tuple(x.shape)}, got {tuple(analytic.shape)}")
+        raise ArgumentError(f"analytic must have the shape of x {tuple(x.shape)}, got {tuple(analytic.shape)}")
     if not (math.isfinite(h) and h > 0):
-        raise ValueError(f"h must be a finite number > 0, got {h!r}")
+        raise ArgumentError(f"h must be a finite number > 0, got {h!r}")
     if x.dtype != torch.float64:
         warnings.warn(f"kinkcheck: x is {x.dtype}, not float64; rounding of f at step h={h} "
                       f"may swamp the differences and make the check meaningless", stacklevel=2)

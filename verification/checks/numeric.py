@@ -86,6 +86,7 @@ from typing import Dict, Optional
 import torch
 
 from torch_svm.losses import svm_margins, validate_hyperparameters, validate_svm_inputs
+from torch_svm.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["svm_finite_differences", "classify_svm_gradient"]
 
@@ -121,7 +122,7 @@ def _check_args(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: float, d
     """The loss's own checks (:mod:`torch_svm.losses`) plus the step; returns y as int64."""
     validate_hyperparameters(reg=reg, delta=delta, p=p)
     if not (math.isfinite(h) and h > 0):
-        raise ValueError(f"h must be a finite number > 0, got {h!r}")
+        raise ArgumentError(f"h must be a finite number > 0, got {h!r}")
     return validate_svm_inputs(W, X, y)
 
 
@@ -317,9 +318,9 @@ def classify_svm_gradient(analytic: torch.Tensor, fd: SvmFiniteDifferences, *,
             do (float32 accumulators).
     """
     if analytic.shape != fd.grad.shape:
-        raise ValueError(f"analytic must have shape {tuple(fd.grad.shape)}, got {tuple(analytic.shape)}")
+        raise ArgumentError(f"analytic must have shape {tuple(fd.grad.shape)}, got {tuple(analytic.shape)}")
     if not analytic.is_floating_point():
-        raise TypeError(f"analytic must be floating point, got {analytic.dtype}")
+        raise ArgumentTypeError(f"analytic must be floating point, got {analytic.dtype}")
     eps = torch.finfo(analytic.dtype).eps + torch.finfo(fd.grad.dtype).eps
     error = (analytic.detach().to(fd.grad) - fd.grad).abs()
     terms = fd.n if fp_terms is None else fp_terms

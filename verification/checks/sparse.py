@@ -48,7 +48,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_svm.errors import check_int, check_real, clip
+from torch_svm.errors import ArgumentError, ArgumentTypeError, check_int, check_real, clip
 from verification.checks.kinkcheck import KinkcheckReport, kinkcheck_values
 
 __all__ = ["grad_check_sparse"]
@@ -132,12 +132,12 @@ def _check_args(x: Any, analytic_grad: Any, num_checks: Any, h: Any) -> int:
     elif isinstance(x, np.ndarray):
         floating = x.dtype.kind == "f"
     else:
-        raise TypeError(f"x must be a numpy array or a torch tensor, got {type(x).__name__}")
+        raise ArgumentTypeError(f"x must be a numpy array or a torch tensor, got {type(x).__name__}")
     if not floating:
-        raise TypeError(f"x must hold floating-point numbers (a step of h would be rounded away), "
+        raise ArgumentTypeError(f"x must hold floating-point numbers (a step of h would be rounded away), "
                         f"got dtype {x.dtype}")
     if tuple(np.shape(analytic_grad)) != tuple(x.shape):
-        raise ValueError(f"analytic_grad must have the shape of x {tuple(x.shape)}, "
+        raise ArgumentError(f"analytic_grad must have the shape of x {tuple(x.shape)}, "
                          f"got {tuple(np.shape(analytic_grad))}")
     check_real("h", h, min=0, min_open=True)
     return check_int("num_checks", num_checks, min=0)
@@ -168,7 +168,7 @@ def grad_check_sparse(f: Callable[[Any], Any], x: Any, analytic_grad: Any, num_c
     try:
         float(fx)
     except (TypeError, ValueError):
-        raise TypeError(f"f must return the loss, one number, got {type(fx).__name__}: "
+        raise ArgumentTypeError(f"f must return the loss, one number, got {type(fx).__name__}: "
                         f"{clip(' '.join(repr(fx).split()), 100)}; did you forget the [0] in "
                         f"lambda w: svm_loss(w, X, y, reg)[0]?") from None
     rule = dict(atol=atol, rtol=rtol, fp_factor=fp_factor, eps=max(_float_eps(x), _float_eps(fx)))

@@ -34,7 +34,7 @@ import torch
 from torch_svm.data import DataConfig, load_dataset
 from torch_svm.data.cifar10 import locate_cifar10
 from torch_svm.data.config import SPLIT_DEFAULTS
-from torch_svm.errors import check_choice, check_int
+from torch_svm.errors import ArgumentError, check_choice, check_int
 from torch_svm.files import atomic_write_bytes
 
 __all__ = ["load_verify_data"]
@@ -159,7 +159,7 @@ def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = No
     if n is not None:
         n = check_int("n", n, min=1, max=10**6)
     if name != "cifar10" and data_dir is not None:
-        raise ValueError(f"data_dir only applies to data 'cifar10', got data {name!r} with data_dir {str(data_dir)!r}")
+        raise ArgumentError(f"data_dir only applies to data 'cifar10', got data {name!r} with data_dir {str(data_dir)!r}")
     if name == "random":
         n = n or _RANDOM_N
         g = torch.Generator().manual_seed(seed)
@@ -171,7 +171,7 @@ def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = No
     num_train, _, _, num_dev = SPLIT_DEFAULTS[name]
     num_dev = n or num_dev
     if num_dev > num_train:
-        raise ValueError(f"n must be at most the size of the {name} training split ({num_train}), got {num_dev}")
+        raise ArgumentError(f"n must be at most the size of the {name} training split ({num_train}), got {num_dev}")
     config = DataConfig(num_dev=num_dev, seed=seed, dtype="float32")
 
     def compute() -> Dict[str, np.ndarray]:
@@ -183,7 +183,7 @@ def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = No
         split, key = compute(), _key(data="digits", n=num_dev, seed=seed)
     else:
         if data_dir is None:
-            raise ValueError("data 'cifar10' needs data_dir (--data-dir): the cifar-10-batches-py "
+            raise ArgumentError("data 'cifar10' needs data_dir (--data-dir): the cifar-10-batches-py "
                              "folder, its parent, or cifar-10-python.tar.gz")
         source = locate_cifar10(data_dir)
         key = _key(data="cifar10", files=_files_stamp(source), n=num_dev, seed=seed, num_train=num_train)

@@ -50,7 +50,8 @@ import torch
 
 from torch_svm.losses import svm_loss_and_grad, validate_svm_inputs
 from torch_svm.device import auto_threads, using_threads
-from torch_svm.errors import UsageError, check_choice, check_int, check_real, clip
+from torch_svm.errors import (ArgumentError, ArgumentTypeError, UsageError, check_choice,
+                              check_int, check_real, clip)
 from torch_svm.progress import progress as progress_bar
 from verification.judge.devdata import VerifyData, cache_snapshot, cache_tampered, load_verify_data
 from verification.judge.diagnose import diagnose
@@ -101,7 +102,7 @@ class VerifyConfig:
         self.worst = check_int("worst", self.worst, min=0)
         self.fp_factor = check_real("fp_factor", self.fp_factor, min=0, min_open=True)
         if not isinstance(self.isolate, bool):
-            raise ValueError(f"isolate must be True or False, got {self.isolate!r:.100}")
+            raise ArgumentError(f"isolate must be True or False, got {self.isolate!r:.100}")
         self.timeout = check_real("timeout", self.timeout, min=0, min_open=True)
 
 
@@ -167,14 +168,14 @@ def _as_tensor(name: str, value: Any) -> torch.Tensor:
     try:
         return torch.from_numpy(np.array(value))
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}") from exc
+        raise ArgumentTypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}") from exc
 
 
 def _user_data(X: Any, y: Any, W: Any) -> Tuple[VerifyData, Optional[torch.Tensor]]:
     """Your X, y (and W) as float64 / int64 tensors, checked like the loss's own inputs."""
     X = _as_tensor("X", X)
     if X.is_complex() or X.dtype == torch.bool:
-        raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+        raise ArgumentTypeError(f"X must hold real numbers, got dtype {X.dtype}")
     X = X.to(_F64)
     y = _as_tensor("y", y)
     start = None if W is None else _as_tensor("W", W).to(_F64)
@@ -185,7 +186,7 @@ def _user_data(X: Any, y: Any, W: Any) -> Tuple[VerifyData, Optional[torch.Tenso
         probe = torch.zeros(X.shape[-1] if X.dim() else 0, max(classes, 2), dtype=_F64)
     y = validate_svm_inputs(probe, X, y)
     if not bool(torch.isfinite(X).all()) or (start is not None and not bool(torch.isfinite(start).all())):
-        raise ValueError("X and W must be finite, got NaN or inf")
+        raise ArgumentError("X and W must be finite, got NaN or inf")
     return VerifyData(X, y, probe.shape[1], f"your data ({X.shape[0]} examples)"), start
 
 
@@ -198,7 +199,7 @@ def _finite_at(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, ref_reg: float
 def _check_finite(Ws: Dict[str, torch.Tensor], X, y, ref_reg: float, delta: float, reg: float) -> None:
     for name, W in Ws.items():
         if not _finite_at(W, X, y, ref_reg, delta):
-            raise ValueError(f"the reference loss or gradient is not finite at the {name} point with "
+            raise ArgumentError(f"the reference loss or gradient is not finite at the {name} point with "
                              f"reg {reg:g}: it overflows float64 there, so no verdict is possible; "
                              f"use a smaller reg or smaller data values")
 
@@ -235,15 +236,15 @@ def verify(fn: Union[Callable, str], X: Any = None, y: Any = None, W: Any = None
     config = dataclasses.replace(config or VerifyConfig(), **options)
     if not isinstance(fn, str):
         if not callable(fn):
-            raise TypeError(f"fn must be a function or 'PATH.py:FUNC', got {type(fn).__name__}")
+            raise ArgumentTypeError(f"fn must be a function or 'PATH.py:FUNC', got {type(fn).__name__}")
         check_signature(fn, function_name(fn))
     start = None
     if X is not None or y is not None:
         if X is None or y is None or data is not None:
-            raise ValueError("pass X and y together, and not with data")
+            raise ArgumentError("pass X and y together, and not with data")
         data, start = _user_data(X, y, W)
     elif W is not None:
-        raise ValueError("W needs your X and y too: verify(f, X=X_dev, y=y_dev, W=W)")
+        raise ArgumentError("W needs your X and y too: verify(f, X=X_dev, y=y_dev, W=W)")
     data = data or load_verify_data("digits", seed=config.seed)
     with using_threads(auto_threads(data.X.shape[0] * data.X.shape[1] * data.num_classes)):
         if points is None and (start is not None or data.cache_key is None):

@@ -357,8 +357,10 @@ class Worker:
             message, trace, hint = (str(reply.get(k, ""))[:limit] for k, limit in
                                     (("message", 2000), ("traceback", 20000), ("hint", 300)))
             if reply.get("usage") is True:
+                from torch_svm.errors import UsageError   # here: the worker never imports torch
+
                 self._kill()
-                raise ValueError(message)
+                raise UsageError(message)
             raise UserCodeError(message or f"{what} failed in the worker process", trace, hint)
         return reply, arrays_in
 

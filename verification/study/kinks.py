@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from torch_svm.losses import svm_loss_and_grad, svm_margins
+from torch_svm.errors import ArgumentError
 
 __all__: list = []      # internal: import names from here explicitly
 
@@ -92,7 +93,7 @@ def margin_density_at_zero(margins: Tensor, bandwidth: Optional[float] = None) -
     m = margins.detach().double().flatten()
     n = m.numel()
     if n == 0:
-        raise ValueError("margins must not be empty")
+        raise ArgumentError("margins must not be empty")
     if bandwidth is None:
         q75, q25 = torch.quantile(m, torch.tensor([0.75, 0.25], dtype=m.dtype, device=m.device)).tolist()
         spread = [v for v in (float(m.std()) if n > 1 else 0.0, (q75 - q25) / 1.34) if v > 0]
@@ -100,7 +101,7 @@ def margin_density_at_zero(margins: Tensor, bandwidth: Optional[float] = None) -
         if bandwidth == 0.0:
             return float("inf") if bool((m == 0).any()) else 0.0
     elif not bandwidth > 0:
-        raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
+        raise ArgumentError(f"bandwidth must be > 0, got {bandwidth}")
     return float(torch.exp(-0.5 * (m / bandwidth) ** 2).mean()) / (bandwidth * math.sqrt(2 * math.pi))
 
 
@@ -116,7 +117,7 @@ def expected_crossing_terms(num_terms: int, h: float, density: float) -> float:
     """:math:`\\lambda = T \\min(1, 2 h g(0))`: the expected :func:`crossing_terms` of ``num_terms``
     terms whose scaled margins have density ``density`` at 0."""
     if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
+        raise ArgumentError(f"h must be > 0, got {h}")
     return num_terms * min(1.0, 2 * h * density)
 
 
@@ -138,9 +139,9 @@ def simulate_crossed_rates(X: Tensor, y: Tensor, num_classes: int, h: float, den
         (samples,) float64 shares of the ``D C`` coordinates, on the CPU.
     """
     if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
+        raise ArgumentError(f"h must be > 0, got {h}")
     if not density >= 0:
-        raise ValueError(f"density must be >= 0, got {density}")
+        raise ArgumentError(f"density must be >= 0, got {density}")
     absx = X.detach().to("cpu", torch.float64).abs()                    # (N, D)
     y = y.detach().cpu().long()
     (N, D), C = absx.shape, num_classes

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Union
 
 from torch_svm.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from torch_svm.errors import ArgumentTypeError
 from verification.study.figures import render_figures
 from verification.study.results import CheckCell, Distribution, StudyResults
 
@@ -21,7 +22,7 @@ def write_report(results: StudyResults, out_dir: Union[str, Path]) -> List[Path]
     """Write ``results.json``, the figures (:data:`verification.study.figures.FIGURES`) and ``report.md`` into ``out_dir``, each
     atomically. Returns the paths written."""
     if not isinstance(results, StudyResults):
-        raise TypeError(f"results must be a StudyResults, got {type(results).__name__}")
+        raise ArgumentTypeError(f"results must be a StudyResults, got {type(results).__name__}")
     out = Path(out_dir)
     paths = [atomic_write_json(out / "results.json", dataclasses.asdict(results))]
     paths += [atomic_write_bytes(out / name, png) for name, png in render_figures(results).items()]

@@ -37,7 +37,7 @@ from torch_svm.data import DATASETS, DataConfig, Dataset, load_dataset
 from torch_svm.defaults import DEFAULT_HYPERS
 from torch_svm.train import TrainConfig
 from torch_svm.device import resolve_device, resolve_dtype
-from torch_svm.errors import check_choice, check_int, check_real
+from torch_svm.errors import ArgumentError, ArgumentTypeError, check_choice, check_int, check_real
 from torch_svm.progress import progress
 from verification.study.kinks import one_dimensional_example
 from verification.study.checks import measure_sweep, measure_where
@@ -91,7 +91,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         if self.data_dir is not None and self.dataset != "cifar10":
-            raise ValueError(f"data_dir only applies to dataset='cifar10', got {self.data_dir!r:.100}")
+            raise ArgumentError(f"data_dir only applies to dataset='cifar10', got {self.data_dir!r:.100}")
         for name in ("draws", "prediction_samples", "where_draws", "burn_in_iters", "batch_size",
                      "tie_seeds", "tie_iters"):
             check_int(name, getattr(self, name), min=1)
@@ -101,7 +101,7 @@ class StudyConfig:
         for name in ("deltas", "hs", "ns", "tie_dtypes", "tie_kinks"):
             value = getattr(self, name)
             if not isinstance(value, (tuple, list)) or not value:
-                raise ValueError(f"{name} must be a non-empty tuple, got {value!r:.100}")
+                raise ArgumentError(f"{name} must be a non-empty tuple, got {value!r:.100}")
             setattr(self, name, tuple(value))
         for v in self.deltas + self.hs:
             check_real("deltas and hs", v, min=0, min_open=True)
@@ -120,13 +120,13 @@ class StudyConfig:
         if self.train_reg is not None:
             check_real("train_reg", self.train_reg, min=0)
         if self.point_delta not in self.deltas or self.point_h not in self.hs:
-            raise ValueError(f"point_delta and point_h must be among deltas {self.deltas} and hs "
+            raise ArgumentError(f"point_delta and point_h must be among deltas {self.deltas} and hs "
                              f"{self.hs}, got {self.point_delta!r} and {self.point_h!r}")
         for name in ("tie_tf32", "tie_digits"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r:.100}")
+                raise ArgumentError(f"{name} must be True or False, got {getattr(self, name)!r:.100}")
         if not isinstance(self.device, (str, torch.device)):
-            raise ValueError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r:.100}")
+            raise ArgumentError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r:.100}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "StudyConfig":
@@ -161,7 +161,7 @@ def run_study(config: Optional[StudyConfig] = None, *, progress_bar: bool = Fals
     """
     config = StudyConfig() if config is None else config
     if not isinstance(config, StudyConfig):
-        raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
+        raise ArgumentTypeError(f"config must be a StudyConfig, got {type(config).__name__}")
     device = resolve_device(config.device)
     seconds: Dict[str, float] = {}
     start = time.perf_counter()
