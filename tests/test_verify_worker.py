@@ -336,3 +336,25 @@ def test_the_judged_code_cannot_poison_the_cache_for_later_verdicts(tmp_path, mo
     assert later.verdict == "fail"
     untouched = verify(mutants.correct_vectorized, data=data)
     assert untouched.passed                                                # the negative twin
+
+
+def test_the_console_script_imports_modules_from_the_current_folder(tmp_path):
+    """`torch-svm verify cs231n.classifiers.linear_svm:f` from the assignment folder: the
+    console script puts the current folder on the import path, as `python -m` does (before:
+    "no module named 'cs231n'")."""
+    import shutil
+
+    package = tmp_path / "cs231n" / "classifiers"
+    package.mkdir(parents=True)
+    (tmp_path / "cs231n" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    shutil.copy(mutants.__file__, package / "linear_svm.py")
+    script = Path(sys.executable).parent / "torch-svm"
+    if not script.exists():
+        pytest.skip("the torch-svm console script is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([str(script), "verify", "cs231n.classifiers.linear_svm:correct_vectorized",
+                          "--data", "random", "--n", "30", "--json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert json.loads(out.stdout)["verdict"] == "pass"

@@ -5,6 +5,7 @@ judged code (run in a worker process) goes to stderr, apart from the report."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from torch_svm.cli._common import add_json_arg, add_seed_arg, float_flag, int_flag, print_json
@@ -69,6 +70,10 @@ def run(args) -> int:
     from verification.judge.verdict import format_output
     from verification.judge.verify import VerifyConfig, verify
 
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        # as `python -m torch_svm` does: `verify cs231n.classifiers.linear_svm:f` run from the
+        # assignment folder imports from it (the console script's sys.path[0] is its bin/)
+        sys.path.insert(0, os.getcwd())
     config = VerifyConfig(delta=args.delta, h=args.h, reg=args.reg, reg_convention=args.reg_convention,
                           sparse=args.sparse, backend=args.backend, dtype=args.dtype, seed=args.seed,
                           worst=args.worst, timeout=args.timeout)
