@@ -8,7 +8,8 @@ from conftest import random_problem, run_cli
 import torch
 
 from torch_svm.cli import main
-from verification.checks.crosscheck import ANALYTIC_METHODS, cross_check, max_rel_error, rel_error
+from verification.checks.crosscheck import ANALYTIC_METHODS, cross_check
+from verification.checks.tolerance import max_rel_error, rel_error
 
 
 def problem(n=30, d=8, c=5, scale=0.5, seed=0, dtype=torch.float64):

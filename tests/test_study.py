@@ -22,7 +22,8 @@ from verification.study.kinks import (count_ties, crossing_terms, expected_cross
                                 simulate_crossed_rates, term_margins)
 from verification.checks.numeric import svm_finite_differences
 from verification.study.run import DRY_RUN, QUICK, StudyConfig, run_study
-from verification.study.checks import _relative_errors, draw_point
+from verification.checks.tolerance import relative_errors
+from verification.study.checks import draw_point
 from verification.study.figures import FIGURES
 from verification.study.report import write_report
 from verification.study.results import Distribution
@@ -177,7 +178,7 @@ def test_the_study_reports_what_an_independent_check_measures(dry_run):
         denom = np.maximum(np.abs(a), np.abs(b))
         rel = np.divide(np.abs(a - b), denom, out=np.zeros_like(denom), where=denom > 0)
         assert dry_run.cell(1.0, h).mismatch_rate.values[1] == (rel > 1e-7).mean()
-    assert torch.equal(_relative_errors(dW, fd.grad), torch.from_numpy(rel))
+    assert torch.equal(relative_errors(dW, fd.grad), torch.from_numpy(rel))
 
 
 def test_ties_are_counted_and_only_ties_let_the_kink_value_matter():

@@ -31,50 +31,15 @@ import numpy as np
 import torch
 
 from torch_svm import svm_loss, svm_loss_and_grad
+from verification.checks.tolerance import (_SCALED, TOLERANCES, max_rel_error, rel_error,
+                                           scaled_error)
 from verification.checks.numeric import classify_svm_gradient, svm_finite_differences
 from verification.checks.reference import (autograd_reference, mml_reference, svm_loss_naive,
                                     svm_loss_vectorized)
 
 __all__ = ["cross_check", "CrossCheckReport"]
 
-#: Largest error accepted between two analytic methods, by the lower precision of the pair.
-#: float64 and float32 are judged by the CS231n elementwise relative error (float64 pairs agree
-#: to ~1e-13 in practice; the margin covers ill-conditioned entries). In float16 and bfloat16
-#: a small gradient entry that is a difference of larger terms keeps no correct digits, so the
-#: elementwise relative error says nothing; those pairs are judged by the scaled error
-#: ``max|a - b| / max(|a|, |b|)`` over all entries (:func:`scaled_error`).
-TOLERANCES: Dict[torch.dtype, float] = {
-    torch.float64: 1e-8,
-    torch.float32: 1e-3,
-    torch.bfloat16: 5e-2,
-    torch.float16: 1e-2,
-}
-_SCALED = (torch.float16, torch.bfloat16)
-
 FD_NAME = "finite-diff"
-
-
-def rel_error(a: float, b: float) -> float:
-    """``|a - b| / max(|a|, |b|)``, 0 when both are 0 (the CS231n notes' formula)."""
-    denom = max(abs(a), abs(b))
-    return 0.0 if denom == 0 else abs(a - b) / denom
-
-
-def max_rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    """Elementwise :func:`rel_error`, maximised over all coordinates."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    denom = np.maximum(np.abs(a), np.abs(b))
-    err = np.divide(np.abs(a - b), denom, out=np.zeros_like(denom), where=denom > 0)
-    return float(err.max()) if err.size else 0.0
-
-
-def scaled_error(a: np.ndarray, b: np.ndarray) -> float:
-    """``max|a - b|`` over all entries divided by the largest ``|a|`` or ``|b|`` (0 if both 0)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    denom = max(float(np.abs(a).max(initial=0)), float(np.abs(b).max(initial=0)))
-    return 0.0 if denom == 0 else float(np.abs(a - b).max()) / denom
 
 
 @dataclass

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from torch_svm import svm_loss_and_grad, svm_margins
-from verification.checks.crosscheck import max_rel_error, rel_error
+from verification.checks.tolerance import max_rel_error, rel_error
 from verification.checks.numeric import (STATUS_NAMES, UNEXPLAINED, SvmFiniteDifferences,
                                   classify_svm_gradient, svm_finite_differences)
 from verification.checks.reference import autograd_reference, mml_reference, svm_loss_naive

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from verification.checks.crosscheck import rel_error
+from verification.checks.tolerance import rel_error
 from verification.judge.diagnose import Diagnosis
 from verification.judge.evaluation import CheckResult, Evaluation
 from verification.checks.numeric import KINK_EXPLAINED, STATUS_NAMES

@@ -27,6 +27,7 @@ from torch_svm.train import TrainConfig, train
 from verification.study.kinks import (count_ties, crossing_terms, expected_crossing_terms,
                                 margin_density_at_zero, scaled_margins, simulate_crossed_rates,
                                 term_margins)
+from verification.checks.tolerance import relative_errors
 from verification.checks.numeric import OK, UNEXPLAINED, classify_svm_gradient, svm_finite_differences
 from verification.study.results import (BurnIn, CheckCell, Distribution, MarginSummary,
                                         PredictionCell, WhereCell)
@@ -66,19 +67,12 @@ def draw_point(X: Tensor, y: Tensor, n: int, init_scale: float, num_classes: int
     return order, X[order[:n]], y[order[:n]], W.to(X.device)
 
 
-def _relative_errors(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise ``|a - b| / max(|a|, |b|)``, 0 where both are 0 (the CS231n notes' formula)."""
-    a, b = a.double(), b.double()
-    denom = torch.maximum(a.abs(), b.abs())
-    return torch.where(denom > 0, (a - b).abs() / denom, torch.zeros_like(denom))
-
-
 def check_gradient(W: Tensor, X: Tensor, y: Tensor, analytic: Tensor, *, delta: float, h: float,
                    method: str, threshold: float, reg: float = 0.0) -> GradientCheck:
     """Compare ``analytic`` (D, C) with the ``method`` central differences of step ``h``."""
     chunk = {"chunk_bytes": _CPU_CHUNK_BYTES} if method == "naive" and W.device.type == "cpu" else {}
     fd = svm_finite_differences(W, X, y, reg, delta=delta, h=h, naive=method == "naive", **chunk)
-    rel = _relative_errors(analytic, fd.grad)                           # (D, C)
+    rel = relative_errors(analytic, fd.grad)                           # (D, C)
     bad, crossed = rel > threshold, fd.crossings > 0
     n_bad = int(bad.sum())
     rounding = unexplained = None
