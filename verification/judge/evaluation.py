@@ -23,8 +23,8 @@ prints) and the tensors the worst coordinates, :mod:`verification.judge.diagnose
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,6 +36,22 @@ from verification.checks.numeric import (STATUS_NAMES, UNEXPLAINED, SvmFiniteDif
 from verification.checks.reference import autograd_reference, mml_reference, svm_loss_naive
 
 __all__: list = []      # internal: import names from here explicitly
+
+#: A pattern explains a difference when the least-squares residual is below this share of it.
+RESIDUAL_LIMIT = 0.05
+
+@dataclass
+class Diagnosis:
+    """One named bug (or the statement that no known one fits)."""
+
+    what: str                     # "loss", "gradient", or "both"
+    pattern: str                  # e.g. "regularization_gradient", "no_known_pattern"
+    message: str                  # what to change, in the student's terms
+    coefficients: List[float] = field(default_factory=list)   # the fitted coefficients
+    residual: float = 0.0         # share of the difference the fit leaves unexplained
+    coordinates: List[Tuple[int, int]] = field(default_factory=list)  # (k, j) where it applies
+    examples: List[int] = field(default_factory=list)         # examples left out
+
 
 _F64 = torch.float64
 

@@ -2,7 +2,7 @@
 
 :class:`~verification.judge.worker.Worker` starts ``python -c BOOT``, which runs
 :func:`start` here. That process becomes the *guard*; it forks the *server*, the process
-that imports and calls the judged function (:func:`verification.judge.worker._serve`).
+that imports and calls the judged function (:func:`verification.judge.serve._serve`).
 
 * The guard is a **child subreaper** (Linux ``PR_SET_CHILD_SUBREAPER``): anything the judged
   code starts, with ``setsid()``, a double fork or a daemon library, is reparented to the
@@ -120,7 +120,7 @@ def start(parent: int, request_fd: int, reply_fd: int) -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != guard:
             os._exit(1)
-        from verification.judge.worker import _serve
+        from verification.judge.serve import _serve
 
         try:
             _serve(request_fd, reply_fd)
