@@ -273,6 +273,11 @@ def gradient_left_as_zeros(W, X, y, reg, delta=1.0):
     return loss, np.zeros(W.shape)
 
 
+def starter_code_unchanged(W, X, y, reg, delta=1.0):
+    """The assignment's starter code returned as it is: loss 0.0 and dW zeros."""
+    return 0.0, np.zeros(W.shape)
+
+
 def reg_loss_coefficient_typo(W, X, y, reg, delta=1.0):
     """``loss += .1 * reg * np.sum(W * W)`` (a typo for ``reg``): the gradient is right."""
     loss, dW = correct_vectorized(W, X, y, reg, delta)
@@ -295,7 +300,7 @@ BUGGY = {f.__name__: f for f in (reg_grad_missing, reg_grad_halved, correct_clas
                                  last_example_skipped, one_coordinate_wrong,
                                  bias_row_not_regularized, reg_grad_divided_by_n,
                                  return_inside_loop, first_half_only, correct_half_convention,
-                                 gradient_left_as_zeros, reg_loss_coefficient_typo,
+                                 gradient_left_as_zeros, starter_code_unchanged, reg_loss_coefficient_typo,
                                  two_gradient_bugs)}
 
 #: every (what, pattern) the diagnosis must name for each bug, and nothing else ("no_known_pattern"
@@ -320,6 +325,7 @@ EXPECTED_DIAGNOSIS = {
     "first_half_only": {("loss", "prefix_of_examples"), ("gradient", "prefix_of_examples")},
     "correct_half_convention": {("both", "half_reg_convention")},
     "gradient_left_as_zeros": {("gradient", "zero_gradient")},
+    "starter_code_unchanged": {("loss", "zero_loss"), ("gradient", "zero_gradient")},
     "reg_loss_coefficient_typo": {("loss", "regularization_loss")},
     "two_gradient_bugs": {("gradient", "regularization_gradient+correct_class")},
 }

@@ -255,6 +255,10 @@ def _diagnose_loss(evaluations: List[Evaluation], x: _Context, delta: float,
                          "zero, or an int too large for a float?)")
     if all(abs(ev.loss - ev.ref_loss) <= ev.loss_tol for ev in evaluations):
         return None
+    if all(ev.loss == 0 for ev in evaluations):
+        return Diagnosis("loss", "zero_loss", "the loss is 0 at every check: it is not computed "
+                         "(the starter code's loss = 0.0 is returned as it is); fill in the part "
+                         "that computes the loss")
     found = _loss_examples(evaluations, x.n, left)
     if found is None:
         dL = torch.tensor([ev.loss - ev.ref_loss for ev in evaluations], dtype=_F64)
