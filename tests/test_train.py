@@ -543,3 +543,13 @@ def test_cuda_loss_and_grad_matches_autograd_on_a_large_batch():
 def test_cuda_divergence_detected(digits):
     with pytest.raises(DivergenceError):
         train(digits, TrainConfig(lr=1e6, reg=1e3, iters=200, device="cuda"))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["tune", "--lrs", "abc"], "torch-svm tune: error: unrecognized arguments: --lrs abc; did you mean --lr? (see torch-svm tune --help)"),
+    (["verify", "x.py:f", "--jsn"], "torch-svm verify: error: unrecognized arguments: --jsn; did you mean --json? (see torch-svm verify --help)"),
+    (["train", "--zzzz"], "torch-svm train: error: unrecognized arguments: --zzzz (see torch-svm train --help)"),
+])
+def test_a_mistyped_flag_gets_the_subcommands_error_and_a_suggestion(capsys, argv, words):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err == [words]

@@ -2,8 +2,8 @@
 
 Each subcommand module defines ``add_parser(subparsers)``, which registers its parser and sets
 ``func`` to a function ``run(args) -> int`` (the exit code). Errors raised for bad input or bad
-files (the project's :class:`~torch_svm.errors.TorchSVMError`, ValueError, TypeError, OSError,
-running out of memory) become one line on stderr and exit code 2; set TORCH_SVM_DEBUG=1 to see
+files (the project's :class:`~torch_svm.errors.TorchSVMError`, and running out of memory)
+become one line on stderr and exit code 2; set TORCH_SVM_DEBUG=1 to see
 the traceback instead. Anything else is a bug: its traceback is shown and the exit code is 1.
 
 Every command takes ``--threads`` and runs on :func:`~torch_svm.cli._common.command_threads`
@@ -13,6 +13,7 @@ when it returns, so an in-process call leaves torch as it found it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import importlib
 import os
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:                  # a mistyped flag: the subcommand's own error, with a suggestion
+        _unknown(parser._subparsers._group_actions[0].choices[args.command], extra)
     try:
         with using_threads(command_threads(args)):
             return int(args.func(args) or 0)
@@ -76,6 +79,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             message = f"ran out of memory ({message[:200]}); try smaller sizes"
         print(f"torch-svm {args.command}: error: {message[:1000]}", file=sys.stderr)
         return 2
+
+
+def _unknown(sub: argparse.ArgumentParser, extra: List[str]) -> None:
+    flags = [f for a in sub._actions for f in a.option_strings]
+    first = next((e.split("=")[0] for e in extra if e.startswith("-")), None)
+    close = difflib.get_close_matches(first, flags, n=1, cutoff=0.6) if first else []
+    hint = f"; did you mean {close[0]}?" if close else ""
+    sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
 if __name__ == "__main__":  # pragma: no cover
