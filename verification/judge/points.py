@@ -13,13 +13,13 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from torch_svm.device import DTYPES
 from torch_svm.losses import svm_coefficients, svm_margins
 from verification.judge.devdata import VerifyData, cached_arrays
 
 __all__: list = []      # internal: import names from here explicitly
 
 _F64 = torch.float64
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def active_share(m: torch.Tensor) -> float:
@@ -76,7 +76,7 @@ def cached_points(data: VerifyData, delta: float, dtype: str, seed: int
 
     def compute() -> Dict[str, np.ndarray]:
         small = _small(seed, *shape)
-        W, steps = _descend(small, data.X.to(_DTYPES[dtype]).to(_F64), data.y,
+        W, steps = _descend(small, data.X.to(DTYPES[dtype]).to(_F64), data.y,
                             delta, 200)
         return {"small": small.numpy(), "trained": W.numpy(), "steps": np.array(steps)}
 

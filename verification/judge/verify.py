@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from torch_svm.losses import svm_loss_and_grad, validate_svm_inputs
-from torch_svm.device import auto_threads, using_threads
+from torch_svm.device import DTYPES, auto_threads, using_threads
 from torch_svm.errors import (ArgumentError, ArgumentTypeError, UsageError, check_choice,
                               check_int, check_real, clip)
 from torch_svm.progress import progress as progress_bar
@@ -66,9 +66,7 @@ __all__ = ["VerifyConfig", "verify"]
 
 #: The coefficient of ``reg * sum(W^2)`` in each course's loss.
 REG_CONVENTIONS = {"2020": 1.0, "half": 0.5}
-_INPUT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_JUDGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-                 "float64": torch.float64}
+_INPUT_DTYPES = ("float32", "float64")     # what W and X can be handed to the function in
 _F64 = torch.float64
 
 
@@ -97,7 +95,7 @@ class VerifyConfig:
         if self.sparse is not None:
             self.sparse = check_int("sparse", self.sparse, min=1)
         check_choice("backend", self.backend, BACKENDS)
-        check_choice("dtype", self.dtype, tuple(_INPUT_DTYPES))
+        check_choice("dtype", self.dtype, _INPUT_DTYPES)
         self.seed = check_int("seed", self.seed, min=0, max=2**63 - 1)
         self.worst = check_int("worst", self.worst, min=0)
         self.fp_factor = check_real("fp_factor", self.fp_factor, min=0, min_open=True)
@@ -248,7 +246,7 @@ def verify(fn: Union[Callable, str], X: Any = None, y: Any = None, W: Any = None
     data = data or load_verify_data("digits", seed=config.seed)
     with using_threads(auto_threads(data.X.shape[0] * data.X.shape[1] * data.num_classes)):
         if points is None and (start is not None or data.cache_key is None):
-            points = default_points(data.X.to(_INPUT_DTYPES[config.dtype]), data.y,
+            points = default_points(data.X.to(DTYPES[config.dtype]), data.y,
                                     data.num_classes, config.delta, config.seed, start=start)
         elif points is None:
             points = cached_points(data, config.delta, config.dtype, config.seed)
@@ -266,7 +264,7 @@ def _sparse_mask(shape: Tuple[int, int], sparse: Optional[int], seed: int) -> to
 
 
 def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -> VerifyReport:
-    in_dtype = _INPUT_DTYPES[config.dtype]
+    in_dtype = DTYPES[config.dtype]
     X = data.X.to(in_dtype).to(_F64)                  # references see the values fn sees
     y = data.y
     Ws = {name: W.detach().cpu().to(in_dtype).to(_F64) for name, (W, _) in points.items()}
@@ -291,7 +289,7 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
             found["dtypes"].add(returned.dtype)
             found["loss_types"].add(returned.loss_type)
             notes.extend(n for n in returned.notes if n not in notes)
-            dtype = _JUDGE_DTYPES[returned.dtype]
+            dtype = DTYPES[returned.dtype]
             compute = min((dtype, in_dtype), key=lambda t: -torch.finfo(t).eps)
             loss_dtype = min((_loss_dtype(returned.loss_type), in_dtype),
                              key=lambda t: -torch.finfo(t).eps)
@@ -309,7 +307,7 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
             for point in Ws:
                 at_zero.append(check(point, 0.0))
                 bar.update(1)
-            top = min(torch.finfo(_JUDGE_DTYPES[t]).max for t in found["dtypes"]) / 100
+            top = min(torch.finfo(DTYPES[t]).max for t in found["dtypes"]) / 100
             regs = [0.0, _visible_reg(config.reg, scale, at_zero, X, y, config.delta, top, notes)]
             _check_finite(Ws, X, y, scale * regs[1], config.delta, regs[1])
             for point in Ws:
@@ -330,7 +328,7 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
     if tampered is not None:
         return tampered
     ordered = [evaluations[point, reg] for point in Ws for reg in regs]
-    dtypes = sorted(found["dtypes"], key=lambda t: torch.finfo(_JUDGE_DTYPES[t]).eps)
+    dtypes = sorted(found["dtypes"], key=lambda t: torch.finfo(DTYPES[t]).eps)
     report = VerifyReport(
         function=name, data=data.description, backend=found["backend"], input_dtype=config.dtype,
         output_dtype=dtypes[-1], loss_type=" / ".join(sorted(found["loss_types"])),
@@ -343,7 +341,7 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
     if not report.passed:
         report.diagnosis = diagnose(ordered, X, y, config.delta, scale)
     elif report.output_dtype in LOW_PRECISION or any(
-            _loss_dtype(t) in LOW_PRECISION.values() for t in found["loss_types"]):
+            _loss_dtype(t) in (torch.float16, torch.bfloat16) for t in found["loss_types"]):
         raise UsageError(
             f"{name}: cannot judge at this precision: it returns dW as {report.output_dtype} and "
             f"the loss as {report.loss_type}; a 16-bit float rounds at about 1e-3 relative, so "
@@ -353,13 +351,13 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
 
 
 #: Precisions too coarse to PASS: their allowances hide bugs the mutation suite holds.
-LOW_PRECISION = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+LOW_PRECISION = ("float16", "bfloat16")
 
 
 def _loss_dtype(loss_type: str) -> torch.dtype:
     """The precision of a returned loss, from how it was returned ("numpy float16",
     "torch bfloat16 tensor", "python float"): a Python number is float64."""
-    for name, dtype in _JUDGE_DTYPES.items():
+    for name, dtype in DTYPES.items():
         if name in loss_type.split():
             return dtype
     return _F64
