@@ -6,6 +6,7 @@ good files that load (``test_matches_in_memory_reference`` and friends).
 """
 from __future__ import annotations
 
+import os
 import sys
 import zipfile
 from dataclasses import replace
@@ -624,3 +625,100 @@ def test_reader_fuzz_every_damaged_file_is_one_error_naming_it(tmp_path, fmt):
             assert str(target) in str(exc) or str(good) in str(exc), (i, str(exc))
             refused += 1
     assert refused > 400, (loaded, refused)                # the fuzz reaches the parsers
+
+
+# ------------------------------------------------ special files, lying headers, huge values
+
+
+def _raw_npy(path: Path, descr: str, shape, body: bytes = b"", size: int = 0) -> None:
+    """A .npy file with the header given (whatever it claims), then ``body``; ``size``
+    extends it sparsely (no disk used) to that many bytes."""
+    import struct
+
+    header = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode()
+    header += b" " * (64 - (len(header) + 11) % 64) + b"\n"
+    with open(path, "wb") as fh:
+        fh.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + body)
+        if size:
+            fh.truncate(size)
+
+
+def _folder(tmp_path: Path, **files) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    X, y = _arrays()
+    np.save(folder / "X.npy", X)
+    np.save(folder / "y.npy", y)
+    for name, make in files.items():
+        (folder / f"{name}.npy").unlink(missing_ok=True)
+        make(folder / f"{name}.npy")
+    return folder
+
+
+HOSTILE_FILES = {
+    # 3e8 zero-width strings in 12 KB: was a 4.7 GB peak
+    "zero_width_class_names": (dict(class_names=lambda p: _raw_npy(p, "<U0", (300_000_000,))),
+                               "class_names.npy: dtype <U0 has zero width"),
+    # a zero-width X asked for 74 GiB
+    "zero_width_X": (dict(X=lambda p: _raw_npy(p, "|V0", (N, 10**9))), "X.npy: dtype |V0 has zero width"),
+    "negative_shape": (dict(X=lambda p: _raw_npy(p, "<f4", (-N, D))), "X.npy: shape (-240, 7) is not a shape"),
+    "zero_by_1e20": (dict(X=lambda p: _raw_npy(p, "<f4", (0, 10**20))), "X.npy: must be a 2-D array"),
+    "65_dimensions": (dict(X=lambda p: _raw_npy(p, "<f4", (1,) * 65)), "X.npy: shape (1, 1, 1"),
+    "X_is_a_fifo": (dict(X=lambda p: os.mkfifo(p)), "X.npy: is a FIFO, not a regular file"),
+    # sparse 240 x 2**26 X (64 GB apparent) and a label of 99: refused from the labels, before
+    # any of X is read (was 2.8 GB of memory)
+    "bad_label_before_huge_X": (
+        dict(X=lambda p: _raw_npy(p, "<f4", (N, 2**26), size=128 + N * 2**26 * 4),
+             y=lambda p: np.save(p, np.r_[99, np.zeros(N - 1, np.int64)])),
+        "y.npy: W for 100 classes"),
+    # squares overflow float64: was "lr must be a finite number > 0, got nan"
+    "values_near_1e200": (dict(X=lambda p: np.save(p, _arrays()[0].astype(np.float64) * 1e200)),
+                          "X.npy: column 0 holds values so large that their mean or variance overflows"),
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX special files")
+@pytest.mark.parametrize("case", sorted(HOSTILE_FILES))
+def test_hostile_files_are_refused_naming_file_and_cause(tmp_path, case):
+    import resource
+    import time
+
+    files, words = HOSTILE_FILES[case]
+    folder = _folder(tmp_path, **files)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    with pytest.raises(DataFormatError) as info:
+        load_dataset(folder)
+    assert words in str(info.value) and str(folder) in str(info.value), str(info.value)
+    assert time.monotonic() - start < 10                          # no hang, no scan of 64 GB
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 200, grown_mib                            # memory in proportion to the file
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX special files")
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "/dev/null"])
+def test_special_files_as_data_are_named_for_what_they_are(tmp_path, capsys, special):
+    from conftest import run_cli
+
+    path = special
+    if special == "fifo":
+        path = str(tmp_path / "pipe")
+        os.mkfifo(path)
+    code, _, err = run_cli(capsys, "train", "--data", path, "--iters", "2")
+    kind = "a FIFO" if special == "fifo" else "a character device"
+    assert code == 2 and len(err) == 1 and f"'{path}' is {kind}" in err[0], err
+
+
+def test_an_empty_split_is_reported_empty_not_nan(tmp_path, capsys):
+    """X_val with 0 rows: the accuracy is "none (empty split)" (JSON null), never "nan"."""
+    import json
+
+    from conftest import run_cli
+
+    X, y = _arrays()
+    np.savez(tmp_path / "d.npz", X_train=X, y_train=y, X_val=X[:0], y_val=y[:0])
+    code, out, err = run_cli(capsys, "train", "--data", str(tmp_path / "d.npz"), "--iters", "5")
+    assert code == 0 and "val accuracy none (empty split)" in out and "nan" not in out
+    code, out, _ = run_cli(capsys, "train", "--data", str(tmp_path / "d.npz"), "--iters", "5",
+                           "--json")
+    assert code == 0 and json.loads(out)["val_accuracy"] is None
