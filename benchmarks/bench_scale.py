@@ -76,12 +76,13 @@ def _status() -> Dict[str, float]:
     return fields
 
 
-def measure(folder: str, iters: int, batch_size: int, device: str, threads: int) -> dict:
+def measure(folder: str, iters: int, batch_size: int, device: str, threads: int,
+            stream: bool = False) -> dict:
     """Load, train and evaluate in this process (one rank of a torchrun group, if started by
     one); the numbers of rank 0, memory the largest (and summed) over ranks."""
     import torch
 
-    from torch_svm.data import load_dataset
+    from torch_svm.data import DataConfig, load_dataset
     from torch_svm.evaluate import accuracy
     from torch_svm.distributed import all_reduce_sum, process_group
     from torch_svm.train import TrainConfig, train
@@ -89,7 +90,9 @@ def measure(folder: str, iters: int, batch_size: int, device: str, threads: int)
     base = _status()
     with process_group(device) as world:
         start = time.perf_counter()
-        data = load_dataset(folder)
+        # --stream: minibatches read from the file (bounded memory); default: as `torch-svm
+        # train` does, the train split read into memory once when it fits in a quarter of RAM
+        data = load_dataset(folder, config=DataConfig(in_memory=False if stream else None))
         load_seconds = time.perf_counter() - start
         result = train(data, TrainConfig(iters=iters, batch_size=batch_size, device=device,
                                          threads=threads))
@@ -118,7 +121,8 @@ def measure(folder: str, iters: int, batch_size: int, device: str, threads: int)
 
 
 def _child(args) -> int:
-    report = measure(args.child, args.iters, args.batch_size, args.device, args.threads)
+    report = measure(args.child, args.iters, args.batch_size, args.device, args.threads,
+                     args.stream)
     if report.pop("rank0"):
         print(json.dumps(report))
     return 0
@@ -128,6 +132,7 @@ def _run_child(folder: Path, procs: int, args) -> dict:
     """measure() in a fresh process (or ``procs`` processes under torchrun)."""
     flags = ["--child", str(folder), "--iters", str(args.iters), "--batch-size",
              str(args.batch_size), "--device", args.device, "--threads", str(args.threads)]
+    flags += ["--stream"] if args.stream else []
     script = str(Path(__file__).resolve())
     if procs == 1:
         command = [sys.executable, script, *flags]
@@ -160,6 +165,9 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--dir", default=None, help="where to write the data (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--stream", action="store_true",
+                        help="read every minibatch from the file (in_memory=False): the bounded-"
+                             "memory path a file larger than RAM takes")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

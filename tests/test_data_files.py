@@ -412,6 +412,7 @@ def test_npz_member_with_a_lying_size_is_refused(tmp_path):
     ("dtype", "int8", "dtype must be one of .*got 'int8'"),
     ("seed", -1, "seed must be an integer >= 0 and <= 9223372036854775807, got -1"),
     ("chunk_bytes", 0, "chunk_bytes must be an integer >= 1 and <= 1073741824, got 0"),
+    ("in_memory", 1, "in_memory must be True or False, got 1"),
     ("chunk_bytes", 2**62, "chunk_bytes must be .* <= 1073741824, got 4611686018427387904"),
     ("class_names", "abc", "class_names must be None or a sequence of strings, got 'abc'"),
 ])
@@ -538,7 +539,7 @@ def _train_while(tmp_path, change):
 
     X, y = _arrays(n=2000)
     folder = _save(tmp_path, "folder", X=X, y=y)
-    data = load_dataset(folder, config=DataConfig(num_train=1600))
+    data = load_dataset(folder, config=DataConfig(num_train=1600, in_memory=False))
 
     def callback(it, *_):
         if it == 3:

@@ -35,8 +35,9 @@ def digits_file(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("sampling", ["replacement", "epoch"])
 def test_training_from_the_map_is_the_in_memory_run(digits_file, sampling, monkeypatch):
     """Same indices (drawn on the CPU either way), same batches: the same W, bit for bit, and
-    the same losses and accuracies; the mapped run reads only the minibatches' rows."""
-    data = load_dataset(digits_file)
+    the same losses and accuracies; the streamed run (in_memory=False) reads only the
+    minibatches' rows, and the default (the file fits: read into memory once) is the same W."""
+    data = load_dataset(digits_file, config=DataConfig(in_memory=False))
     config = TrainConfig(iters=150, batch_size=128, sampling=sampling, momentum=0.5, seed=2,
                          device="cpu")
     with np.load(digits_file) as z:
@@ -51,6 +52,10 @@ def test_training_from_the_map_is_the_in_memory_run(digits_file, sampling, monke
     monkeypatch.setattr(Dataset, "batch", counting)
     monkeypatch.setattr(Dataset, "tensors", lambda self, *a, **k: pytest.fail("loaded whole"))
     mapped = train(data, config)
+    monkeypatch.undo()
+    held = train(load_dataset(digits_file), config)
+    assert data.trains_in_memory("train") is False and held.model.W is not None
+    assert torch.equal(held.model.W, in_memory.model.W)
     assert torch.equal(mapped.model.W, in_memory.model.W)
     assert mapped.loss_history == in_memory.loss_history
     assert (mapped.train_accuracy, mapped.val_accuracy) == (in_memory.train_accuracy,
@@ -106,7 +111,7 @@ def test_training_and_evaluating_from_the_map_keep_the_resident_set_bounded(tmp_
     X.flush()
     del X
     np.save(folder / "y.npy", np.arange(n) % 3)
-    config = DataConfig(chunk_bytes=4 * 2**20, num_test=0)
+    config = DataConfig(chunk_bytes=4 * 2**20, num_test=0, in_memory=False)   # streamed
     train(load_dataset(digits_file), TrainConfig(iters=5, device="cpu"))  # imports, allocator
     result = {}
     growth = _peak_growth(lambda: result.update(run=train(load_dataset(folder, config=config),

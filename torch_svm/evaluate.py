@@ -121,7 +121,7 @@ def _saved_config(metadata: dict, name: str, sizes: Dict[str, Optional[int]],
     saved = metadata.get("data_config") if isinstance(metadata.get("data_config"), dict) else {}
     same = isinstance(metadata.get("dataset"), str) and _same_data(name, metadata["dataset"])
     known = {f.name for f in dataclasses.fields(DataConfig)}
-    drop = {"chunk_bytes", "check_finite"}      # how this machine reads, not what the data is
+    drop = {"chunk_bytes", "check_finite", "in_memory"}   # how a run reads, not what the data is
     if not same:
         drop |= {"num_train", "num_val", "num_test", "num_dev", "seed", "num_classes",
                  "class_names"}

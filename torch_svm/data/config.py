@@ -60,6 +60,8 @@ class DataConfig:
     seed: int = 0                     # the dev draw and your data's val / test draws (seed % 2**32)
     chunk_bytes: int = 16 * 2**20     # a streaming pass's chunk, counted as float64 rows (or scores)
     check_finite: bool = True         # scan floating X for NaN / inf once at load (off: trust it)
+    in_memory: Optional[bool] = None  # train from a file's split read into memory once (None: when
+                                      # it fits in a quarter of this machine's memory) or per batch
 
     def __post_init__(self) -> None:
         for name in ("num_train", "num_val", "num_test", "num_dev", "num_classes"):
@@ -67,7 +69,8 @@ class DataConfig:
                 setattr(self, name, check_int(name, getattr(self, name),
                                               min={"num_train": 1, "num_classes": 2}.get(name, 0)))
         for name in ("center", "bias", "check_finite") + (
-                () if self.standardize is None else ("standardize",)):
+                () if self.standardize is None else ("standardize",)) + (
+                () if self.in_memory is None else ("in_memory",)):
             if not isinstance(getattr(self, name), bool):
                 raise ArgumentError(f"{name} must be True or False, got "
                                     f"{clip(repr(getattr(self, name)), 100)}")
