@@ -12,7 +12,10 @@ from torch_svm.cli import build_parser
 BAD = ["nan", "inf", "-inf", "1e400", "1e300", "-1e300", "abc", "", "0x10", "2**64",
        "-" + "9" * 40, "9" * 40]
 #: Positional arguments and required flags each command needs to get to its flags.
-REQUIRED = {"verify": ["mod:f"], "evaluate": ["model.pt"], "kinks": ["--out", "unused"]}
+REQUIRED = {"verify": ["mod:f"], "evaluate": ["model.pt"], "kinks": ["--out", "unused"],
+            "grade": ["no-such-class"]}
+#: Flags with a type that are not numbers ("nan" is a fine function name).
+NOT_NUMERIC = {("grade", "--functions")}
 
 
 def _numeric_flags():
@@ -20,7 +23,8 @@ def _numeric_flags():
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for command, p in sub.choices.items():
         for action in p._actions:
-            if action.option_strings and action.type is not None:
+            if action.option_strings and action.type is not None and \
+                    (command, action.option_strings[-1]) not in NOT_NUMERIC:
                 yield command, action.option_strings[-1]
 
 

@@ -27,7 +27,7 @@ from torch_svm.errors import TorchSVMError
 from torch_svm.device import using_threads
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ("check", "train", "tune", "evaluate", "verify", "kinks")
+_COMMANDS = ("check", "train", "tune", "evaluate", "verify", "grade", "kinks")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -289,7 +289,8 @@ RUN_FILES = ("model.pt", "metrics.json", "loss.png", "weights.png", "tune.png")
 
 def check_out(out: Optional[str], produces: Iterable[str] = RUN_FILES) -> Optional[Path]:
     """Check ``--out`` before any work: a folder that exists or can be created, can be written,
-    and holds nothing but what a run writes (``produces``, names or glob patterns), because a
+    and holds nothing but what a run writes (``produces``: file names or glob patterns, and
+    folder names ending in "/"), because a
     run replaces the folder whole (:func:`torch_svm.files.atomic_directory`). Raises UsageError
     naming ``--out``."""
     if out is None:
@@ -309,8 +310,7 @@ def _check_out_folder(out: str, path: Path, patterns: tuple) -> None:
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise UsageError(f"--out {clip(out, 200)!r} exists and is not a folder")
     if path.is_dir():
-        foreign = sorted(p.name for p in path.iterdir()
-                         if p.is_dir() or not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
+        foreign = sorted(p.name for p in path.iterdir() if not _produced(p, patterns))
         if foreign:
             raise UsageError(f"--out {clip(out, 200)!r} holds files torch-svm did not write "
                              f"({clip(', '.join(foreign[:3]), 100)}{', ...' if len(foreign) > 3 else ''}); "
@@ -319,6 +319,12 @@ def _check_out_folder(out: str, path: Path, patterns: tuple) -> None:
     with tempfile.TemporaryFile(dir=path):
         pass
     probe_atomic_directory(path)               # the siblings the run will make, made now
+
+
+def _produced(p: Path, patterns: tuple) -> bool:
+    if p.is_dir() and not p.is_symlink():
+        return p.name + "/" in patterns
+    return any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)
 
 
 def accuracy_text(value: Optional[float]) -> str:

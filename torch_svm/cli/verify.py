@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Optional
 
 from torch_svm.cli._common import add_json_arg, add_seed_arg, float_flag, int_flag, print_json
 
@@ -31,6 +32,14 @@ def add_parser(subparsers) -> None:
                     "stderr.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("function", metavar="FUNCTION", help="PATH.py:FUNC or package.module:FUNC")
+    add_judging_args(p)
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def add_judging_args(p, *, memory: Optional[float] = None) -> None:
+    """The flags that choose how a function is judged: shared by verify and grade, so that
+    grade judges exactly as verify does."""
     p.add_argument("--data", default="digits", choices=_DATA,
                    help="digits (embedded), cifar10 (needs --data-dir) or random integer-valued "
                         "data; CS231n preprocessing (mean-subtracted unscaled pixels, bias column)")
@@ -60,24 +69,35 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the cache of dev sets and check points "
                         "(~/.cache/torch-svm or $XDG_CACHE_HOME/torch-svm; safe to delete)")
+    p.add_argument("--memory", type=float_flag(0.0625, 1e6), default=memory, metavar="GB",
+                   help="GiB of address space the judged code may use (an allocation past it "
+                        "raises MemoryError there); default: no limit" if memory is None else
+                        "GiB of address space each judged function may use (an allocation past "
+                        "it raises MemoryError there, an error row)")
     add_seed_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=run)
+
+
+def judging(args):
+    """(VerifyConfig, VerifyData) from :func:`add_judging_args`' flags."""
+    from verification.judge.devdata import load_verify_data
+    from verification.judge.verify import VerifyConfig
+
+    config = VerifyConfig(delta=args.delta, h=args.h, reg=args.reg, reg_convention=args.reg_convention,
+                          sparse=args.sparse, backend=args.backend, dtype=args.dtype, seed=args.seed,
+                          worst=args.worst, timeout=args.timeout, memory=args.memory)
+    data = load_verify_data(args.data, args.data_dir, n=args.n, seed=args.seed, cache=not args.no_cache)
+    return config, data
 
 
 def run(args) -> int:
-    from verification.judge.devdata import load_verify_data
     from verification.judge.verdict import format_output
-    from verification.judge.verify import VerifyConfig, verify
+    from verification.judge.verify import verify
 
     if "" not in sys.path and os.getcwd() not in sys.path:
         # as `python -m torch_svm` does: `verify cs231n.classifiers.linear_svm:f` run from the
         # assignment folder imports from it (the console script's sys.path[0] is its bin/)
         sys.path.insert(0, os.getcwd())
-    config = VerifyConfig(delta=args.delta, h=args.h, reg=args.reg, reg_convention=args.reg_convention,
-                          sparse=args.sparse, backend=args.backend, dtype=args.dtype, seed=args.seed,
-                          worst=args.worst, timeout=args.timeout)
-    data = load_verify_data(args.data, args.data_dir, n=args.n, seed=args.seed, cache=not args.no_cache)
+    config, data = judging(args)
     report = verify(args.function, data=data, config=config, progress=not args.json)
     printed = format_output(report.output)
     if printed:

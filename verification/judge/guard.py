@@ -102,8 +102,21 @@ def _reap() -> None:
             return
 
 
-def start(parent: int, request_fd: int, reply_fd: int) -> None:
-    """Run the guard (this process) and the server (a fork); never returns."""
+def limit_memory(limit: int) -> None:
+    """Cap this process's address space at ``limit`` bytes (0: no cap): an allocation past it
+    raises MemoryError in the judged code instead of swapping the machine."""
+    if limit > 0:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def start(parent: int, request_fd: int, reply_fd: int, memory: int = 0) -> None:
+    """Run the guard (this process) and the server (a fork, its address space capped at
+    ``memory`` bytes when that is not 0); never returns."""
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:             # verify died before the line above took effect
         os._exit(1)
@@ -120,6 +133,7 @@ def start(parent: int, request_fd: int, reply_fd: int) -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != guard:
             os._exit(1)
+        limit_memory(memory)
         from verification.judge.serve import _serve
 
         try:

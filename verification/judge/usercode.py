@@ -163,6 +163,9 @@ def code_hint(exc: BaseException) -> str:
     if isinstance(exc, AttributeError) and getattr(exc, "name", None) in _PYTHON2_METHODS:
         return (f"dict.{exc.name} is Python 2 (this code predates Python 3): use "
                 f"{_PYTHON2_METHODS[exc.name]}")
+    if isinstance(exc, MemoryError):
+        return ("it asked for more memory than it may use (the --memory limit, when set): is an "
+                "array (N, D, C) or (N, N) where (N, C) would do?")
     if isinstance(exc, TabError):
         return ("the file mixes tabs and spaces in its indentation, which Python 3 refuses: "
                 "indent with spaces only (`expand -t 8 FILE > FIXED` keeps Python 2's meaning)")

@@ -86,6 +86,7 @@ class VerifyConfig:
     fp_factor: float = 4.0        # safety factor of every rounding allowance
     isolate: bool = True          # run the function in a worker process (False: in this process)
     timeout: float = 60.0         # seconds one import or call may take in the worker
+    memory: Optional[float] = None  # GiB of address space the worker may use (None: no cap)
 
     def __post_init__(self) -> None:
         self.delta = check_real("delta", self.delta, min=0, min_open=True)
@@ -102,12 +103,14 @@ class VerifyConfig:
         if not isinstance(self.isolate, bool):
             raise ArgumentError(f"isolate must be True or False, got {self.isolate!r:.100}")
         self.timeout = check_real("timeout", self.timeout, min=0, min_open=True)
+        if self.memory is not None:
+            self.memory = check_real("memory", self.memory, min=0.0625)
 
 
 # --------------------------------------------------------------------------- calling the code
 
 def _start_worker(config: VerifyConfig, **load: Any) -> Worker:
-    worker = Worker(timeout=config.timeout)
+    worker = Worker(timeout=config.timeout, memory=config.memory)
     try:
         worker.load(**load)
     except BaseException:
@@ -143,10 +146,11 @@ def _open(fn: Union[Callable, str], config: VerifyConfig, notes: List[str]) -> U
 
 
 def _tampered(name: str, data, caller, notes: List[str], output: CapturedOutput,
-              before: Dict[str, str]) -> Optional[VerifyReport]:
+              before: Optional[Dict[str, str]]) -> Optional[VerifyReport]:
     """An error verdict when the judged code changed verify's cache files while it ran (they
-    are deleted: no later verdict reads them); None when the cache is as it was."""
-    changed = cache_tampered(before)
+    are deleted: no later verdict reads them); None when the cache is as it was (or is not
+    watched: ``before`` None)."""
+    changed = cache_tampered(before) if before is not None else []
     if not changed:
         return None
     shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
@@ -245,12 +249,19 @@ def verify(fn: Union[Callable, str], X: Any = None, y: Any = None, W: Any = None
         raise ArgumentError("W needs your X and y too: verify(f, X=X_dev, y=y_dev, W=W)")
     data = data or load_verify_data("digits", seed=config.seed)
     with using_threads(auto_threads(data.X.shape[0] * data.X.shape[1] * data.num_classes)):
-        if points is None and (start is not None or data.cache_key is None):
-            points = default_points(data.X.to(DTYPES[config.dtype]), data.y,
-                                    data.num_classes, config.delta, config.seed, start=start)
-        elif points is None:
-            points = cached_points(data, config.delta, config.dtype, config.seed)
-        return _judge(fn, data, points, config, progress)
+        if points is None:
+            points = check_points(data, config, start=start)
+        return judge(fn, data, points, config, progress=progress)
+
+
+def check_points(data: VerifyData, config: VerifyConfig, *, start: Optional[torch.Tensor] = None
+                 ) -> Dict[str, Tuple[torch.Tensor, str]]:
+    """The two check points :func:`verify` judges at on ``data`` (from the cache when the data
+    has a key and no ``start`` W is given)."""
+    if start is not None or data.cache_key is None:
+        return default_points(data.X.to(DTYPES[config.dtype]), data.y, data.num_classes,
+                              config.delta, config.seed, start=start)
+    return cached_points(data, config.delta, config.dtype, config.seed)
 
 
 def _sparse_mask(shape: Tuple[int, int], sparse: Optional[int], seed: int) -> torch.Tensor:
@@ -263,7 +274,12 @@ def _sparse_mask(shape: Tuple[int, int], sparse: Optional[int], seed: int) -> to
     return judged.reshape(shape)
 
 
-def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -> VerifyReport:
+def judge(fn: Union[Callable, str], data: VerifyData, points: Dict[str, Tuple[torch.Tensor, str]],
+          config: VerifyConfig, *, progress: bool = False, watch_cache: bool = True) -> VerifyReport:
+    """:func:`verify` with the data and check points given (computed once for many verdicts, as
+    ``torch-svm grade`` does). ``watch_cache=False`` skips the cache watch (an error verdict
+    when the judged code changes the cache): for a caller that holds the points in memory and
+    watches the cache over a whole run itself."""
     in_dtype = DTYPES[config.dtype]
     X = data.X.to(in_dtype).to(_F64)                  # references see the values fn sees
     y = data.y
@@ -278,7 +294,7 @@ def _judge(fn, data: VerifyData, points, config: VerifyConfig, progress: bool) -
     found: Dict[str, Any] = {"backend": config.backend, "dtypes": set(), "loss_types": set()}
     evaluations: Dict[Tuple[str, float], Evaluation] = {}
     caller = None
-    cache_before = cache_snapshot()          # what later verdicts read, before any judged code
+    cache_before = cache_snapshot() if watch_cache else None   # before any judged code runs
     try:
         caller = _open(fn, config, notes)
         name = caller.name

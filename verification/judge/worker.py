@@ -17,7 +17,8 @@ dtype, shape and length it checks). So:
   (the first 20,000 characters of each are kept), never the parent's own stdout.
 
 The student's code runs with one BLAS/OpenMP thread (small GEMMs on a busy machine are much
-faster that way). This is process isolation, not a security sandbox: the code runs as the same
+faster that way), and with ``memory`` GiB of address space when given (an allocation past it
+raises MemoryError in that code, which the report names). This is process isolation, not a security sandbox: the code runs as the same
 user, with the same files and network.
 
 A function object is sent with ``cloudpickle`` (by value when it was defined in a notebook or
@@ -60,7 +61,7 @@ _BOOT = ("import sys, types\n"
          "    package = types.ModuleType(name); package.__path__ = [path]; "
          "sys.modules[name] = package\n"
          "from verification.judge.guard import start\n"
-         "start(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))")
+         "start(*map(int, sys.argv[1:5]))")
 
 
 @dataclass
@@ -112,8 +113,9 @@ class Worker:
     ValueError / FileNotFoundError for a bad spec (no such file, no such function).
     """
 
-    def __init__(self, *, timeout: float = 60.0):
+    def __init__(self, *, timeout: float = 60.0, memory: Optional[float] = None):
         self.timeout = float(timeout)
+        self.memory = memory          # GiB of address space the judged code may use (None: no cap)
         self.name = "the function"
         request_r, self._request_w = os.pipe()
         self._reply_r, reply_w = os.pipe()
@@ -121,7 +123,7 @@ class Worker:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT.format(folder=_FOLDER), str(os.getpid()),
-                 str(request_r), str(reply_w)],
+                 str(request_r), str(reply_w), str(int((memory or 0) * 2**30))],
                 pass_fds=(request_r, reply_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, start_new_session=True, env=env)
         finally:
