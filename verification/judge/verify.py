@@ -35,8 +35,7 @@ the bug if the difference fits a known one.
 
 The function runs in a worker process (:mod:`verification.judge.worker`), spawned once per verdict:
 nothing it does (exiting, hanging, patching the verifier, printing) can change the verdict,
-which is computed here. A function that cannot be sent there is judged in this process, and
-the report says so.
+which is computed here. A function that cannot be sent there is refused.
 """
 from __future__ import annotations
 
@@ -276,10 +275,9 @@ def _sparse_mask(shape: Tuple[int, int], sparse: Optional[int], seed: int) -> to
 
 def judge(fn: Union[Callable, str], data: VerifyData, points: Dict[str, Tuple[torch.Tensor, str]],
           config: VerifyConfig, *, progress: bool = False, watch_cache: bool = True) -> VerifyReport:
-    """:func:`verify` with the data and check points given (computed once for many verdicts, as
-    ``torch-svm grade`` does). ``watch_cache=False`` skips the cache watch (an error verdict
-    when the judged code changes the cache): for a caller that holds the points in memory and
-    watches the cache over a whole run itself."""
+    """:func:`verify` with the data and check points given (once for many verdicts, as grade
+    does); ``watch_cache=False``: no error verdict when the code changes the cache (for a
+    caller that holds the points in memory and watches the cache over its whole run)."""
     in_dtype = DTYPES[config.dtype]
     X = data.X.to(in_dtype).to(_F64)                  # references see the values fn sees
     y = data.y
