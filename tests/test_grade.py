@@ -300,3 +300,61 @@ def test_gradescope_run_autograder_script(tmp_path):
     assert [t["status"] for t in results["tests"]] == ["failed", "failed"]
     assert results["score"] == 0 and "diagnosis" in results["tests"][0]["output"]
     assert not (tmp_path / "grades").exists()
+
+
+SLEEPER = """
+import os, time
+
+def svm_loss_naive(W, X, y, reg):
+    with open(os.environ["PIDFILE"], "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    time.sleep(3600)
+"""
+
+
+def test_ctrl_c_stops_the_class_at_once_and_leaves_nothing_running(tmp_path):
+    """Interrupted, grade used to wait for every queued student (a thread pool's shutdown)."""
+    import signal
+    import time
+
+    root = make_class(tmp_path / "class", {f"s{i}.py": SLEEPER for i in range(6)})
+    pidfile = tmp_path / "pids"
+    env = dict(os.environ, PIDFILE=str(pidfile))
+    proc = subprocess.Popen([sys.executable, "-m", "torch_svm", "grade", str(root), "--out",
+                             str(tmp_path / "out"), "--jobs", "2", *FAST, "--functions",
+                             "svm_loss_naive"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(pidfile.read_text().split() if pidfile.exists() else []) < 2:
+            assert time.monotonic() < deadline, "no student code ran"
+            time.sleep(0.05)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130 and "interrupted" in err, err
+        assert time.monotonic() - start < 10
+        assert len(pidfile.read_text().split()) == 2                  # no further student started
+        for pid in map(int, pidfile.read_text().split()):
+            deadline = time.monotonic() + 5
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _alive(pid), pid
+        assert list((tmp_path / "out").iterdir()) == []                # nothing half-written
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_the_out_folder_inside_the_class_is_not_a_student(tmp_path, capsys):
+    root = make_class(tmp_path / "class", {"alice": HONEST["alice"]})
+    for _ in range(2):
+        code, summary, err = grade_cli(capsys, root, root / "grades", "--functions", "svm_loss_naive")
+        assert code == 0 and summary["students"] == 1, err

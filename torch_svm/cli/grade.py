@@ -80,7 +80,7 @@ def run(args) -> int:
     out = check_out(args.out, GRADE_FILES) if explicit_out else None
     if single:
         _check_results_path(args.gradescope)
-    students = g.find_students(Path(args.submissions), args.file, single=single)
+    students = g.find_students(Path(args.submissions), args.file, single=single, exclude=out)
     config, data = judging(args)
     with using_threads(auto_threads(data.X.shape[0] * data.X.shape[1] * data.num_classes)):
         points = check_points(data, config)          # once, before any judged code runs

@@ -38,6 +38,7 @@ from verification.judge.devdata import VerifyData, cache_snapshot, cache_tampere
 from verification.judge.usercode import printable
 from verification.judge.verdict import VerifyReport, format_output
 from verification.judge.verify import VerifyConfig, judge
+from verification.judge.worker import stop_all
 
 __all__: list = []      # internal: torch_svm.cli.grade composes these
 
@@ -81,8 +82,10 @@ class Row:
 
 # --------------------------------------------------------------------------- finding the class
 
-def find_students(root: Path, file: Optional[str] = None, *, single: bool = False) -> List[Student]:
-    """The students of ``root`` (or ``root`` itself as one submission when ``single``).
+def find_students(root: Path, file: Optional[str] = None, *, single: bool = False,
+                  exclude: Optional[Path] = None) -> List[Student]:
+    """The students of ``root`` (or ``root`` itself as one submission when ``single``), not
+    counting the folder ``exclude`` (grade's own --out, when it lies in the class folder).
 
     Raises:
         ArgumentError: ``root`` is not a folder, or holds no submission.
@@ -97,6 +100,8 @@ def find_students(root: Path, file: Optional[str] = None, *, single: bool = Fals
     students = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.name in _SKIPPED_DIRS or entry.is_symlink():
+            continue
+        if exclude is not None and os.path.realpath(entry.path) == os.path.realpath(exclude):
             continue
         if entry.is_dir():
             students.append(_folder_student(entry.name, Path(entry.path), file))
@@ -186,7 +191,7 @@ def _diagnosis(report: VerifyReport) -> str:
 
 
 def judge_student(student: Student, functions, data: VerifyData, points, config: VerifyConfig,
-                  workdir: Path) -> Tuple[List[Row], bool]:
+                  workdir: Path, stopping: Optional[threading.Event] = None) -> Tuple[List[Row], bool]:
     """Judge each function of ``student`` from a private copy of their files; returns the rows
     and whether the copy was changed while they ran (by them, or by code running beside)."""
     if student.problem:
@@ -199,6 +204,8 @@ def judge_student(student: Student, functions, data: VerifyData, points, config:
             path.write_bytes(content)
         rows = []
         for fn in functions:
+            if stopping is not None and stopping.is_set():
+                break
             start = time.monotonic()
             try:
                 report = judge(f"{job / student.target}:{fn}", data, points, config,
@@ -275,9 +282,15 @@ def grade(students: List[Student], functions, data: VerifyData, points, config: 
     cache_before = cache_snapshot()
     lock = threading.Lock()
     again: List[Student] = []
+    stopping = threading.Event()
     with tempfile.TemporaryDirectory(prefix="torch-svm-grade-") as workdir:
         def one(student: Student) -> None:
-            rows, changed = judge_student(student, functions, data, points, config, Path(workdir))
+            if stopping.is_set():
+                return
+            rows, changed = judge_student(student, functions, data, points, config, Path(workdir),
+                                          stopping)
+            if stopping.is_set():
+                return
             with lock:
                 if changed and jobs > 1:
                     again.append(student)        # judged again alone, below
@@ -291,8 +304,14 @@ def grade(students: List[Student], functions, data: VerifyData, points, config: 
                 one(student)
         else:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                for future in as_completed([pool.submit(one, s) for s in todo]):
-                    future.result()
+                try:
+                    for future in as_completed([pool.submit(one, s) for s in todo]):
+                        future.result()
+                except BaseException:            # Ctrl-C, or a bug: stop now, not after the class
+                    stopping.set()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    stop_all()
+                    raise
         for student in sorted(again, key=lambda s: s.name):
             rows, _ = judge_student(student, functions, data, points, config, Path(workdir))
             graded.rows[student.name] = rows

@@ -88,7 +88,7 @@ def gradescope_results(rows: List[Row], points: float) -> Dict[str, Any]:
 def _file_name(name: str) -> str:
     """A student's name as one path component (folder names already are; a name from a file
     stem with odd characters gets them replaced)."""
-    safe = "".join(c if c.isprintable() and c not in "/\\\0" else "_" for c in name)
+    safe = "".join(c if c.isprintable() and c not in "/\\\0" else "_" for c in name)[:200]
     return safe if safe not in ("", ".", "..") else "_" + safe
 
 
@@ -100,9 +100,13 @@ def write_results(out: Path, graded: Graded, settings: Dict[str, Any], points: f
         (tmp / "gradescope").mkdir()
         state = {"version": _STATE_VERSION, "settings": settings, "summary": graded.summary(),
                  "students": {}}
+        taken = set()
         for s in graded.students:
             rows = graded.rows[s.name]
-            name = _file_name(s.name)
+            name = base = _file_name(s.name)
+            while name.casefold() in taken:           # "a\nb" and "a_b"; "Ann" and "ann"
+                name = f"{base}-{len(taken)}"
+            taken.add(name.casefold())
             (tmp / "feedback" / f"{name}.md").write_text(feedback_markdown(s, rows), encoding="utf-8")
             (tmp / "gradescope" / name).mkdir()
             atomic_write_json(tmp / "gradescope" / name / "results.json",

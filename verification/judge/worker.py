@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -62,6 +63,17 @@ _BOOT = ("import sys, types\n"
          "sys.modules[name] = package\n"
          "from verification.judge.guard import start\n"
          "start(*map(int, sys.argv[1:5]))")
+
+
+#: The workers of this process still running (for :func:`stop_all`).
+_LIVE: "weakref.WeakSet[Worker]" = weakref.WeakSet()
+
+
+def stop_all() -> None:
+    """Kill every worker this process started that still runs (grade, interrupted: the
+    verdicts being computed end with an error that nobody reads)."""
+    for worker in list(_LIVE):
+        worker._kill()
 
 
 @dataclass
@@ -133,6 +145,7 @@ class Worker:
         os.set_blocking(self._reply_r, False)
         self._stdout, self._stderr = _Capture(self._proc.stdout), _Capture(self._proc.stderr)
         self._shape: Tuple[int, ...] = ()
+        _LIVE.add(self)
 
     def __enter__(self) -> "Worker":
         return self
