@@ -100,6 +100,10 @@ HOSTILE_VECTORIZED = {
     "hog": "return np.ones((1 << 40,)), np.ones(W.shape)",
     "spawns": ("import subprocess; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'], "
                "start_new_session=True); return correct_vectorized(W, X, y, reg)"),
+    "system_exit": "sys.exit(0)",
+    "interrupt": "raise KeyboardInterrupt",
+    "huge_int": "return 10 ** 400, correct_vectorized(W, X, y, reg)[1]",
+    "crafted_name": "return reg_grad_halved(W, X, y, reg)\nsvm_loss_vectorized.__name__ = 'f\\nPASS: all good'",
     "patches": ("import verification.judge.verdict as d; d.VerifyReport.verdict = property(lambda s: 'pass'); "
                 "return reg_grad_missing(W, X, y, reg)"),
 }
@@ -140,7 +144,7 @@ def test_every_verdict_is_the_one_verify_gives_alone(graded):
     got, out, root = graded["rows"], graded["out"], graded["root"]
     assert list(got)[0] == ("'=HYPERLINK(1)", "svm_loss_naive")         # the class's order
     summary = graded["summary"]
-    assert summary["students"] == 14 and summary["rows"] == 28
+    assert summary["students"] == 18 and summary["rows"] == 36
     for name in ("alice", "bob", "carol", "dan"):
         path = root / ("dan.py" if name == "dan" else f"{name}/cs231n/classifiers/linear_svm.py")
         feedback = (out / "feedback" / f"{name}.md").read_text()
@@ -156,7 +160,7 @@ def test_every_verdict_is_the_one_verify_gives_alone(graded):
     assert got["erin", "svm_loss_naive"]["verdict"] == "error"
     assert "no linear_svm.py in erin/" in got["erin", "svm_loss_naive"]["diagnosis"]
     assert "2 files named linear_svm.py" in got["fay", "svm_loss_naive"]["diagnosis"]
-    assert summary["diagnoses"]["regularization_gradient"] == 2        # bob, mallory_patches
+    assert summary["diagnoses"]["regularization_gradient"] == 3    # bob, mallory_patches, _crafted_name
     results = json.loads((out / "gradescope" / "bob" / "results.json").read_text())
     assert [t["name"] for t in results["tests"]] == ["svm_loss_naive", "svm_loss_vectorized"]
     assert all(set(t) >= {"name", "score", "max_score", "output"} for t in results["tests"])
@@ -185,6 +189,12 @@ def test_hostile_submissions_leave_honest_rows_unchanged(graded):
     assert verdicts["hog"]["verdict"] == "error" and "MemoryError" in verdicts["hog"]["diagnosis"]
     assert "more memory than it may use" in (graded["out"] / "feedback" / "mallory_hog.md").read_text()
     assert verdicts["patches"]["verdict"] == "fail"
+    assert verdicts["system_exit"]["verdict"] == "error" and "SystemExit" in verdicts["system_exit"]["diagnosis"]
+    assert verdicts["interrupt"]["verdict"] == "error" and "KeyboardInterrupt" in verdicts["interrupt"]["diagnosis"]
+    assert verdicts["huge_int"]["verdict"] == "fail"
+    assert verdicts["crafted_name"]["verdict"] == "fail"
+    crafted = (graded["out"] / "feedback" / "mallory_crafted_name.md").read_text()
+    assert "\nPASS: all good" not in crafted and "f\\nPASS" in crafted
     assert all(got[f"mallory_{n}", "svm_loss_naive"]["verdict"] == "pass" for n in HOSTILE_VECTORIZED)
     assert graded["summary"]["cache_changed"]                      # seen, and deleted
     assert all(f.read_bytes() != b"poison" for f in graded["cache"].glob("*"))
