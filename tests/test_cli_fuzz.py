@@ -47,7 +47,7 @@ def test_numeric_flag_refuses_bad_values_in_one_line(capsys, command, flag):
 
 @pytest.mark.parametrize("argv, word", [
     (["check", "--n", "1000000", "--d", "1000000"], "--n x --d x --c"),
-    (["train", "--num-train", "100000000"], "num_train"),
+    (["train", "--num-train", "100000000"], "--num-train"),
     (["check", "--seed", str(2**64)], "--seed"),
     (["tune", "--lr", "1e-3:inf:3"], "--lr"),
 ])

@@ -368,7 +368,7 @@ def test_batch_rows_are_capped(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kwargs, pattern", [
     ({"name": "mnist"}, "'mnist' is neither digits, cifar10 nor an existing .npz file"),
-    ({"name": "cifar10"}, "--data-dir"),
+    ({"name": "cifar10"}, "needs its folder, data_dir"),    # the CLI says --data-dir
     ({"name": "digits", "data_dir": "/tmp"}, "data_dir and download only apply"),
     ({"config": dict(num_train=1500, num_val=200)}, r"1500 \+ 200 \+ 300 = 2000"),
     ({"config": dict(num_train=0)}, "num_train must be an integer >= 1, got 0"),

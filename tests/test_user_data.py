@@ -217,7 +217,7 @@ def _bad_file(tmp_path: Path) -> Path:
     (["--data", "no/such.npz"], "data 'no/such.npz' is neither digits, cifar10 nor an existing"),
     (["--data", "{file}", "--data-dir", "x"], "--data-dir and --download only apply to --data cifar10"),
     (["--data", "{nan}"], r"nan.npz:X: row 7 holds NaN or inf"),
-    (["--data", "{file}", "--num-train", "5000"], "num_train .* must be <= its 1797 rows"),
+    (["--data", "{file}", "--num-train", "5000"], "--num-train .* must be <= its 1797 rows"),
 ])
 def test_cli_data_errors_are_one_line_exit_2(tmp_path, digits_file, capsys, argv, message):
     argv = [a.format(file=digits_file, nan=_bad_file(tmp_path)) for a in argv]

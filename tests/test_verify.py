@@ -554,6 +554,31 @@ def test_cli_missing_function(capsys):
     assert code == 2 and len(err) == 1 and "no function 'nope'" in err[0]
 
 
+@pytest.mark.parametrize("name, content, words", [
+    ("notes.txt", "x", "cannot import notes.txt: not a Python source file"),   # was: no module 'notes'
+    ("svm.ipynb", "{}", "svm.ipynb is a notebook; verify imports .py files"),
+])
+def test_a_spec_that_is_not_a_python_file_says_what_it_is(tmp_path, monkeypatch, capsys, name,
+                                                          content, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text(content)
+    code, _, err = run_cli(capsys, "verify", f"{name}:f")
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    if name.endswith(".ipynb"):
+        assert "linear_svm.py" in err[0] and "verify(svm_loss_vectorized)" in err[0]
+
+
+@pytest.mark.parametrize("argv, words, api", [
+    (["verify", f"{MUTANTS}:f", "--data", "cifar10"], "--data cifar10 needs --data-dir DIR", "data_dir"),
+    (["train", "--data", "cifar10"], "cifar10 needs its folder, --data-dir DIR", "download=True"),
+    (["train", "--num-train", "5000"], "--num-train + --num-val + --num-test must be", "num_train"),
+    (["train", "--data", "nothing-here"], "--data 'nothing-here' is neither", "error: data 'nothing"),
+])
+def test_cli_errors_speak_in_flags_not_python_names(capsys, argv, words, api):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and len(err) == 1 and words in err[0] and api not in err[0], err
+
+
 def _returns(loss_as, dW_as, scale=1.0):
     def fn(W, X, y, reg):
         loss, dW = mutants.correct_vectorized(W, X, y, reg)

@@ -17,6 +17,7 @@ import difflib
 import functools
 import importlib
 import os
+import re
 import sys
 from typing import List, Optional
 
@@ -74,11 +75,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (TorchSVMError, MemoryError, torch.OutOfMemoryError) as exc:
         if debug():
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = " ".join((getattr(exc, "cli", None) or _flag_words(parser, args.command, str(exc))
+                            ).split()) or type(exc).__name__
         if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
             message = f"ran out of memory ({message[:200]}); try smaller sizes"
         print(f"torch-svm {args.command}: error: {message[:1000]}", file=sys.stderr)
         return 2
+
+
+def _flag_words(parser: argparse.ArgumentParser, command: str, message: str) -> str:
+    """A library message in the command's words: each argument name of the Python API that is
+    a flag of this command (``num_train``, ``data_dir``) written as the flag (``--num-train``),
+    and ``data 'x'`` as ``--data 'x'``."""
+    sub = parser._subparsers._group_actions[0].choices[command]
+    flags = {a.dest: a.option_strings[-1] for a in sub._actions
+             if a.option_strings and "_" in a.dest and a.option_strings[-1].startswith("--")}
+    if flags:
+        message = re.sub(r"(?<![\w-])(" + "|".join(map(re.escape, flags)) + r")(?![\w=])",
+                         lambda m: flags[m.group(1)], message)
+    if any(a.dest == "data" and a.option_strings for a in sub._actions):
+        message = re.sub(r"^data '", "--data '", message)
+    return message
 
 
 def _unknown(sub: argparse.ArgumentParser, extra: List[str]) -> None:

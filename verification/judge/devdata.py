@@ -183,8 +183,9 @@ def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = No
         split, key = compute(), _key(data="digits", n=num_dev, seed=seed)
     else:
         if data_dir is None:
-            raise ArgumentError("data 'cifar10' needs data_dir (--data-dir): the cifar-10-batches-py "
-                             "folder, its parent, or cifar-10-python.tar.gz")
+            where = "the cifar-10-batches-py folder, its parent, or cifar-10-python.tar.gz"
+            raise ArgumentError(f"data 'cifar10' needs data_dir: {where}",
+                                cli=f"--data cifar10 needs --data-dir DIR: {where}")
         source = locate_cifar10(data_dir)
         key = _key(data="cifar10", files=_files_stamp(source), n=num_dev, seed=seed, num_train=num_train)
 

@@ -82,7 +82,8 @@ def load_function(spec: str) -> Callable:
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name.isidentifier():
         raise ValueError(f"expected PATH.py:FUNC or package.module:FUNC, got {spec!r}")
-    if target.endswith(".py") or "/" in target or "\\" in target:
+    if (target.endswith((".py", ".ipynb")) or "/" in target or "\\" in target
+            or Path(target).is_file()):
         module = _load_file(Path(target))
     else:
         try:
@@ -118,6 +119,12 @@ def check_signature(fn: Callable, name: str) -> None:
 def _load_file(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix == ".ipynb":
+        raise ValueError(
+            f"{path} is a notebook; verify imports .py files. The assignment's functions live in "
+            f"cs231n/classifiers/linear_svm.py (torch-svm verify "
+            f"cs231n/classifiers/linear_svm.py:svm_loss_vectorized), or judge them inside the "
+            f"notebook: from verification import verify; verify(svm_loss_vectorized)")
     module_name = f"_torch_svm_verify_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
