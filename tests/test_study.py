@@ -170,7 +170,7 @@ def test_every_cell_is_a_distribution_over_the_configured_draws(dry_run):
 
 def test_the_study_reports_what_an_independent_check_measures(dry_run):
     data = load_dataset("digits", None, DataConfig(dtype="float64"))
-    _, X, y, W = draw_point(data.tensors("train")[0], data.tensors("train")[1], data.config.num_dev, 1e-4, 10, seed=1)
+    _, X, y, W = draw_point(data.tensors("train")[0], data.tensors("train")[1], data.config.num_dev, dry_run.config["init_scale"], 10, seed=1)
     for h in DRY_RUN["hs"]:
         fd = svm_finite_differences(W, X, y, 0.0, delta=1.0, h=h)
         _, dW = svm_loss_and_grad(W, X, y, 0.0, delta=1.0)
@@ -260,7 +260,7 @@ def test_cli_dry_run_smoke(tmp_path, capsys):
     assert main(["kinks", "--dry-run", "--out", str(out), "--json", "--device", "cpu"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["data"] == "digits"
-    assert set(summary["mismatch"]) == {"exact", "naive"}
+    assert set(summary["mismatch"]) == {"exact", "exact_kinks", "exact_rounding", "naive"}
     for rows in summary["mismatch"].values():
         for cells in rows.values():
             assert all(0.0 <= c["q10"] <= c["median"] <= c["q90"] <= 1.0 for c in cells.values())
@@ -287,3 +287,19 @@ def test_cli_missing_cifar_is_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("torch-svm kinks: error:") and err.count("\n") == 1
+
+
+def test_exact_mismatches_split_into_kinks_and_rounding_and_kinks_fade_with_delta(dry_run):
+    """kinks --quick used to show a flat 1% "mismatch" at every delta and h on digits: rounding
+    at coordinates whose gradient is 0 up to cancellation, beside "measured median 0%" for the
+    kinks. Each exact mismatch is now either at a crossing or rounding, and the two are apart."""
+    for c in (c for c in dry_run.sweep if c.method == "exact"):
+        for total, kinks, rounding in zip(c.mismatch_rate.values, c.crossed_mismatch_rate.values,
+                                          c.rounding_rate.values):
+            assert kinks + rounding == pytest.approx(total)
+    kinks = {(c.delta, c.h): max(c.crossed_mismatch_rate.values) for c in dry_run.sweep
+             if c.method == "exact"}
+    # digits' check point spreads the margins as CIFAR-10's does: kinks at delta 1, none at 1000
+    assert kinks[1.0, 1e-3] > 0 and kinks[1000.0, 1e-3] == 0
+    rounding = next(c for c in dry_run.sweep if c.method == "exact" and c.delta == 1000.0)
+    assert max(rounding.rounding_rate.values) > 0          # the flat 1%: counted, and apart

@@ -53,6 +53,7 @@ class GradientCheck:
     crossing_terms: int
     crossed_share: Optional[float]   # of the mismatches, at crossed coordinates (None: none)
     rounding_share: Optional[float]  # exact: of the mismatches, uncrossed and within rounding
+    rounding_rate: Optional[float]   # exact: uncrossed mismatches within rounding, of all coordinates
     unexplained: Optional[int]       # exact: coordinates classify_svm_gradient cannot explain
     max_rel_error: float
 
@@ -75,11 +76,12 @@ def check_gradient(W: Tensor, X: Tensor, y: Tensor, analytic: Tensor, *, delta: 
     rel = relative_errors(analytic, fd.grad)                           # (D, C)
     bad, crossed = rel > threshold, fd.crossings > 0
     n_bad = int(bad.sum())
-    rounding = unexplained = None
+    rounding = rounding_rate = unexplained = None
     if method == "exact":
         status = classify_svm_gradient(analytic, fd).status
         n_round = int((bad & ~crossed & (status == OK)).sum())
         rounding = n_round / n_bad if n_bad else None
+        rounding_rate = n_round / bad.numel()
         unexplained = int((status == UNEXPLAINED).sum())
     return GradientCheck(
         mismatch_rate=n_bad / bad.numel(),
@@ -87,7 +89,7 @@ def check_gradient(W: Tensor, X: Tensor, y: Tensor, analytic: Tensor, *, delta: 
         crossed_rate=float(crossed.double().mean()),
         crossing_terms=crossing_terms(W, X, y, delta, h),
         crossed_share=int((bad & crossed).sum()) / n_bad if n_bad else None,
-        rounding_share=rounding, unexplained=unexplained,
+        rounding_share=rounding, rounding_rate=rounding_rate, unexplained=unexplained,
         max_rel_error=float(rel.max()))
 
 
@@ -102,6 +104,7 @@ def _check_cell(checks: Sequence[GradientCheck], *, delta: float, h: float, meth
         crossed_rate=dist("crossed_rate"),
         crossing_terms=dist("crossing_terms"), crossed_share=dist("crossed_share"),
         rounding_share=dist("rounding_share") if method == "exact" else None,
+        rounding_rate=dist("rounding_rate") if method == "exact" else None,
         unexplained=sum(c.unexplained for c in checks) if method == "exact" else None,
         max_rel_error=dist("max_rel_error"))
 

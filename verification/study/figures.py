@@ -61,16 +61,24 @@ def _mismatch(r: StudyResults) -> Figure:
     fig = Figure(figsize=(5.2 * len(methods), 3.8))
     for i, method in enumerate(methods):
         ax = fig.add_subplot(1, len(methods), i + 1)
-        for delta in sorted({c.delta for c in r.sweep}):
+        for k, delta in enumerate(sorted({c.delta for c in r.sweep})):
             cells = sorted((c for c in r.sweep if c.method == method and c.delta == delta),
                            key=lambda c: c.h)
-            _errorbars(ax, [c.h for c in cells], [c.mismatch_rate for c in cells], fmt="o-",
-                       label=f"delta={delta:g}")
+            color = f"C{k}"
+            # exact: the kinks' mismatches, and apart from them (dotted) those of rounding
+            rates = [c.crossed_mismatch_rate if method == "exact" else c.mismatch_rate for c in cells]
+            _errorbars(ax, [c.h for c in cells], rates, fmt="o-", color=color, label=f"delta={delta:g}")
+            if method == "exact" and any(c.rounding_rate is not None and c.rounding_rate.median
+                                         for c in cells):
+                ax.plot([c.h for c in cells], [c.rounding_rate.median for c in cells], ":",
+                        color=color, label="dotted: rounding, not kinks" if not k else None)
         ax.set_xscale("log")
         ax.set_xlabel("h")
         _rate_axis(ax, f"share of coordinates with rel. error > {r.config['threshold']:g}")
         draws = max(c.mismatch_rate.draws for c in r.sweep if c.method == method)
-        ax.set_title(f"{method} central differences, median over {draws} draws", fontsize=9)
+        what = ("exact: mismatches at kink crossings" if method == "exact" else
+                "naive (the loss twice): kinks and rounding")
+        ax.set_title(f"{what}, median of {draws} draws", fontsize=8)
         ax.legend(fontsize=8)
     return fig
 
@@ -101,6 +109,10 @@ def _prediction(r: StudyResults) -> Figure:
     ax.legend(fontsize=8)
 
     cell = r.predicted(delta, h)
+    if not (cell.measured_rate.median or cell.predicted_rate.median):
+        # nothing crosses at the check point's h: the QQ plot where kinks show
+        busiest = max(cells, key=lambda c: (c.measured_rate.median, c.predicted_rate.median))
+        cell, h = busiest, busiest.h
     ax = fig.add_subplot(1, 2, 2)
     measured = np.sort(np.asarray(cell.measured_rate.values))
     if measured.size and cell.predicted_rate.draws:
@@ -129,8 +141,10 @@ def _where(r: StudyResults) -> Figure:
         if not cells:
             continue
         ns = [w.n for w in cells]
-        _errorbars(ax, ns, [w.check.mismatch_rate for w in cells], fmt="o-", color=color,
-                   label=f"{point}, measured")
+        _errorbars(ax, ns, [w.check.crossed_mismatch_rate for w in cells], fmt="o-", color=color,
+                   label=f"{point}, measured at kink crossings")
+        ax.plot(ns, [w.check.mismatch_rate.median for w in cells], ":", color=color,
+                label=f"{point}, all mismatches (with rounding)")
         pred = [w.prediction.predicted_rate for w in cells]
         ax.plot(ns, [d.median for d in pred], "--", color=color, label=f"{point}, predicted")
         ax.fill_between(ns, [d.q10 for d in pred], [d.q90 for d in pred], color=color, alpha=0.12)

@@ -61,6 +61,8 @@ class CheckCell:
     unexplained: Optional[int]       # exact: coordinates classify_svm_gradient cannot explain, all draws
     max_rel_error: Distribution
     point: str = "init"              # "init" (the check point) or "burn_in"
+    rounding_rate: Optional[Distribution] = None  # exact: uncrossed mismatches within rounding
+                                     # of a gradient that is 0 up to cancellation: not kinks
 
 
 @dataclass
@@ -174,9 +176,12 @@ class StudyResults:
         prediction at the check point, ties per precision, the one-dimensional example."""
         table: Dict[str, Dict[str, Dict[str, Any]]] = {}
         for c in self.sweep:
-            table.setdefault(c.method, {}).setdefault(f"{c.delta:g}", {})[f"{c.h:g}"] = {
-                "draws": c.mismatch_rate.draws, "median": c.mismatch_rate.median,
-                "q10": c.mismatch_rate.q10, "q90": c.mismatch_rate.q90}
+            rates = {c.method: c.mismatch_rate}
+            if c.method == "exact":     # the exact mismatches split: kink crossings, rounding
+                rates.update(exact_kinks=c.crossed_mismatch_rate, exact_rounding=c.rounding_rate)
+            for name, rate in rates.items():
+                if rate is not None:
+                    table.setdefault(name, {}).setdefault(f"{c.delta:g}", {})[f"{c.h:g}"] = _brief(rate)
         d, h = self.config["point_delta"], self.config["point_h"]
         p = self.predicted(d, h)
         return {

@@ -46,6 +46,12 @@ from verification.study.ties import measure_ties, precisions
 
 __all__ = ["StudyConfig", "run_study"]
 
+#: The check point's W scale per data set. CIFAR-10: the assignment's 1e-4, whose margins
+#: spread about +-0.5 around delta on the unscaled pixels. Digits' 65 pixels of 0-16 would
+#: leave them within +-0.005 of delta at 1e-4, where no step crosses a kink and the study
+#: would measure rounding only; 1e-2 gives them CIFAR-10's spread.
+CHECK_POINT_SCALES = {"cifar10": 1e-4, "digits": 1e-2}
+
 #: What ``StudyConfig.quick()`` (``torch-svm kinks --quick``) changes: fewer draws and steps.
 QUICK: Dict[str, Any] = dict(draws=10, naive_draws=2, where_draws=3, burn_in_iters=100,
                              tie_seeds=2, tie_iters=50, tie_digits=False, prediction_samples=20)
@@ -66,7 +72,8 @@ class StudyConfig:
     deltas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)   # part 1: margins delta
     hs: Tuple[float, ...] = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)   # part 1: finite-difference steps
     threshold: float = 1e-7                     # relative error above which a coordinate mismatches
-    init_scale: float = 1e-4                    # the check point: W = init_scale * randn (assignment)
+    init_scale: Optional[float] = None          # the check point: W = init_scale * randn; None:
+                                                # CHECK_POINT_SCALES (the assignment's on cifar10)
     reg: float = 0.0                            # L2 strength of the checked loss (assignment: 0)
     bandwidth: Optional[float] = None           # KDE bandwidth of the density at 0; None: Silverman
     prediction_samples: int = 25                # parts 2-3: simulated rates per draw
@@ -111,6 +118,8 @@ class StudyConfig:
             check_real("tie_kinks", k, min=0, max=1)
         for name in self.tie_dtypes:
             resolve_dtype(name)
+        if self.init_scale is None:
+            self.init_scale = CHECK_POINT_SCALES[self.dataset]
         for name in ("threshold", "init_scale", "point_delta", "point_h", "train_init_scale"):
             check_real(name, getattr(self, name), min=0, min_open=True)
         check_real("reg", self.reg, min=0)
