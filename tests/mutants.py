@@ -290,6 +290,49 @@ def two_gradient_bugs(W, X, y, reg, delta=1.0):
     return loss, dW - reg * W
 
 
+def return_inside_loop_half_reg(W, X, y, reg, delta=1.0):
+    """Two bugs, one in each part: the finishing lines indented into the loop over examples
+    (only example 0 is used) with the older ``0.5 * reg * sum(W * W)`` and ``reg * W``."""
+    dW = np.zeros(W.shape)
+    num_classes, num_train = W.shape[1], X.shape[0]
+    loss = 0.0
+    for i in range(num_train):
+        scores = X[i].dot(W)
+        for j in range(num_classes):
+            if j == y[i]:
+                continue
+            margin = scores[j] - scores[y[i]] + delta
+            if margin > 0:
+                loss += margin
+                dW[:, j] += X[i]
+                dW[:, y[i]] -= X[i]
+        loss /= num_train
+        dW /= num_train
+        loss += 0.5 * reg * np.sum(W * W)
+        dW += reg * W
+        return loss, dW
+
+
+def correct_class_from_margin_values(W, X, y, reg, delta=1.0):
+    """The correct class's coefficient is minus the sum of the positive margins' values, not
+    minus their count: ``coef[range(N), y] = -np.maximum(0, margins).sum(axis=1)``."""
+    n = X.shape[0]
+    margins = _scores_margins(W, X, y, delta)
+    loss = np.maximum(0, margins).sum() / n + reg * np.sum(W * W)
+    coef = (margins > 0).astype(X.dtype)
+    coef[np.arange(n), y] = -np.maximum(0, margins).sum(axis=1)
+    return loss, X.T.dot(coef) / n + 2 * reg * W
+
+
+def loss_counts_positive_margins(W, X, y, reg, delta=1.0):
+    """The loss counts the positive margins instead of summing them: ``(margins > 0).sum()``;
+    the gradient is right."""
+    n = X.shape[0]
+    margins = _scores_margins(W, X, y, delta)
+    _, dW = correct_vectorized(W, X, y, reg, delta)
+    return (margins > 0).sum() / n + reg * np.sum(W * W), dW
+
+
 CORRECT = {f.__name__: f for f in (correct_naive, correct_vectorized, correct_ge_kink,
                                    correct_float32, correct_torch, correct_longdouble)}
 
@@ -301,7 +344,8 @@ BUGGY = {f.__name__: f for f in (reg_grad_missing, reg_grad_halved, correct_clas
                                  bias_row_not_regularized, reg_grad_divided_by_n,
                                  return_inside_loop, first_half_only, correct_half_convention,
                                  gradient_left_as_zeros, starter_code_unchanged, reg_loss_coefficient_typo,
-                                 two_gradient_bugs)}
+                                 two_gradient_bugs, return_inside_loop_half_reg,
+                                 correct_class_from_margin_values, loss_counts_positive_margins)}
 
 #: every (what, pattern) the diagnosis must name for each bug, and nothing else ("no_known_pattern"
 #: where no known bug fits: the honest answer)
@@ -328,6 +372,10 @@ EXPECTED_DIAGNOSIS = {
     "starter_code_unchanged": {("loss", "zero_loss"), ("gradient", "zero_gradient")},
     "reg_loss_coefficient_typo": {("loss", "regularization_loss")},
     "two_gradient_bugs": {("gradient", "regularization_gradient+correct_class")},
+    "return_inside_loop_half_reg": {("loss", "prefix_of_examples+regularization_loss"),
+                                    ("gradient", "prefix_of_examples+regularization_gradient")},
+    "correct_class_from_margin_values": {("gradient", "correct_class_from_margins")},
+    "loss_counts_positive_margins": {("loss", "loss_counts_margins")},
 }
 
 #: words the message must hold, where the pattern alone does not tell two bugs apart
@@ -342,4 +390,7 @@ EXPECTED_WORDS = {
     "gradient_left_as_zeros": "dW is all zeros",
     "reg_loss_coefficient_typo": "0.1 * reg * sum(W * W), 0.1 times the expected",
     "two_gradient_bugs": "two bugs: regularization gradient halved",
+    "return_inside_loop_half_reg": "two bugs: only example 0 is used",
+    "correct_class_from_margin_values": "minus their count",
+    "loss_counts_positive_margins": "counts the positive margins",
 }

@@ -615,3 +615,34 @@ def test_a_pass_at_16_bit_precision_is_refused_not_given(digits, loss_as, dW_as)
     f32 = verify(_returns(np.float32, lambda g: g.astype(np.float32)), data=digits,
                  points=_points(1.0), isolate=False)
     assert f32.passed
+
+
+def _squared_hinge_loss(W, X, y, reg, delta=1.0):
+    """A loss with no name in the diagnosis: the squared hinge, with the hinge's right dW."""
+    n = X.shape[0]
+    margins = mutants._scores_margins(W, X, y, 1.0)
+    return (np.maximum(0, margins) ** 2).sum() / n + reg * np.sum(W * W), \
+        mutants.correct_vectorized(W, X, y, reg)[1]
+
+
+def _column_three_scaled(W, X, y, reg, delta=1.0):
+    loss, dW = mutants.correct_vectorized(W, X, y, reg)
+    dW[:, 3] *= 1.3
+    return loss, dW
+
+
+@pytest.mark.parametrize("fn, words", [
+    (mutants.bias_row_not_regularized, ["only with reg > 0: the regularization term of the gradient",
+                                        "in row 64 of dW only (the last row: the bias row"]),
+    (_squared_hinge_loss, ["the data term of the loss, not the regularization",
+                           "yours minus the reference: small reg=0:"]),
+    (_column_three_scaled, ["the data term of the gradient", "in column 3 of dW only"]),
+])
+def test_when_no_known_bug_fits_the_report_says_where_the_difference_lives(digits, fn, words):
+    """"no known bug fits" used to be a dead end (issue 23): it now says which term (reg or
+    data), which rows and columns, and the numbers, from which the next step follows."""
+    report = judge(fn, digits)
+    (unknown,) = [d for d in report.diagnosis if d.pattern == "no_known_pattern"]
+    for w in words:
+        assert w in unknown.message, unknown.message
+    assert "row" not in unknown.message or fn is mutants.bias_row_not_regularized

@@ -41,6 +41,7 @@ import torch
 from torch_svm.losses import svm_coefficients
 from verification.judge.evaluation import RESIDUAL_LIMIT, Diagnosis, Evaluation
 from verification.judge.left_out import _examples, _loss_examples
+from verification.judge.locate import locate_gradient, locate_loss
 
 __all__: list = []      # internal: import names from here explicitly
 
@@ -73,6 +74,7 @@ def _gradient_bases(ev: Evaluation, X: torch.Tensor, y: torch.Tensor, delta: flo
         "inactive": _grad_of(((m <= 0) & term).to(m.dtype), X, y),
         "band": _grad_of(((m > 0) & (m <= delta)).to(m.dtype), X, y),
         "margin": _grad_of(m.clamp(min=0), X, y),
+        "correct_margin": X.T @ (svm_coefficients(m.clamp(min=0), y) - m.clamp(min=0)) / X.shape[0],
     }
 
 
@@ -151,6 +153,14 @@ def _margin_grad(c, x: _Context):
     return None
 
 
+def _correct_from_margins(c, x: _Context):
+    if _near(c[0], 1) and _near(c[1], -1):
+        return ("the correct class's coefficient is minus the sum of the positive margins' values; "
+                "it is minus their count: each positive margin moves dW[:, y[i]] by -X[i] "
+                "(coef[np.arange(N), y] = -(margins > 0).sum(axis=1))")
+    return None
+
+
 _GRAD_PATTERNS: Tuple[Tuple[str, Tuple[str, ...], _Message], ...] = (
     ("regularization_gradient", ("reg",), _reg_grad),
     ("normalisation", ("data",), _scale_grad),
@@ -159,6 +169,7 @@ _GRAD_PATTERNS: Tuple[Tuple[str, Tuple[str, ...], _Message], ...] = (
     ("mask_after_clamp", ("inactive",), _inactive_grad),
     ("mask_without_delta", ("band",), _band_grad),
     ("margin_as_coefficient", ("margin", "data"), _margin_grad),
+    ("correct_class_from_margins", ("correct_margin", "correct"), _correct_from_margins),
 )
 
 
@@ -203,10 +214,18 @@ def _delta_loss(c, x: _Context):
     return None
 
 
+def _count_loss(c, x: _Context):
+    if _near(c[0], 1) and _near(c[1], -1):
+        return ("the loss counts the positive margins instead of summing them: the hinge is "
+                "np.maximum(0, margins).sum(), not (margins > 0).sum()")
+    return None
+
+
 _LOSS_PATTERNS: Tuple[Tuple[str, Tuple[str, ...], _Message], ...] = (
     ("regularization_loss", ("reg",), _reg_loss),
     ("normalisation", ("data",), _scale_loss),
     ("correct_class_margin", ("delta",), _delta_loss),
+    ("loss_counts_margins", ("count", "data"), _count_loss),
 )
 
 
@@ -259,17 +278,19 @@ def _diagnose_loss(evaluations: List[Evaluation], x: _Context, delta: float,
         return Diagnosis("loss", "zero_loss", "the loss is 0 at every check: it is not computed "
                          "(the starter code's loss = 0.0 is returned as it is); fill in the part "
                          "that computes the loss")
-    found = _loss_examples(evaluations, x.n, left)
+    found = _loss_examples(evaluations, x.n, left, lambda c: _reg_loss([c], x))
     if found is None:
         dL = torch.tensor([ev.loss - ev.ref_loss for ev in evaluations], dtype=_F64)
         columns = {
             "reg": torch.tensor([ev.ref_reg_loss for ev in evaluations], dtype=_F64),
             "data": torch.tensor([ev.ref_loss - ev.ref_reg_loss for ev in evaluations], dtype=_F64),
             "delta": torch.full((len(evaluations),), float(delta), dtype=_F64),
+            "count": torch.tensor([float((ev.margins > 0).sum()) / x.n for ev in evaluations],
+                                  dtype=_F64),
         }
         found = _best(dL, columns, _LOSS_PATTERNS, x, "loss")
     return found or Diagnosis("loss", "no_known_pattern", "no known bug fits how the loss differs "
-                              "from the reference (the numbers per check are above)")
+                              f"from the reference; where it differs: {locate_loss(evaluations)}")
 
 
 def _diagnose_gradient(evaluations: List[Evaluation], X: torch.Tensor, y: torch.Tensor,
@@ -289,7 +310,8 @@ def _diagnose_gradient(evaluations: List[Evaluation], X: torch.Tensor, y: torch.
     bases = [_gradient_bases(ev, X, y, delta) for ev in evaluations]
     d = torch.cat([t.reshape(-1) for t in diffs])
     columns = {name: torch.cat([b[name].reshape(-1) for b in bases]) for name in bases[0]}
-    found = _best(d, columns, _GRAD_PATTERNS, x, "gradient") or _examples(evaluations, diffs, X, y)
+    found = (_best(d, columns, _GRAD_PATTERNS, x, "gradient")
+             or _examples(evaluations, diffs, X, y, lambda c: _reg_grad([c], x)))
     if found is None:
         wrong = sorted({tuple(kj) for ev in evaluations for kj in ev.wrong.nonzero().tolist()})
         if len(wrong) <= 3 and d.numel() > 10 * len(evaluations):
@@ -298,7 +320,8 @@ def _diagnose_gradient(evaluations: List[Evaluation], X: torch.Tensor, y: torch.
                               f"dW is wrong only at {where}; every other coordinate is right",
                               coordinates=wrong)
     return found or Diagnosis("gradient", "no_known_pattern", "no known bug fits how dW differs "
-                              "from the reference (the worst coordinates are below)")
+                              f"from the reference; where it differs: {locate_gradient(evaluations, diffs)} "
+                              f"(the worst coordinates are below)")
 
 
 def _convention(loss: Optional[Diagnosis], grad: Optional[Diagnosis], x: _Context) -> Optional[Diagnosis]:
@@ -335,8 +358,8 @@ def diagnose(evaluations: List[Evaluation], X: torch.Tensor, y: torch.Tensor, de
     """
     x = _Context(X.shape[0], evaluations[0].W.shape[1], reg_scale)
     grad = _diagnose_gradient(evaluations, X, y, delta, x)
-    left = grad.examples if grad is not None and grad.pattern in ("prefix_of_examples",
-                                                                  "examples_left_out") else None
+    left = grad.examples if grad is not None and grad.pattern.split("+")[0] in (
+        "prefix_of_examples", "examples_left_out") else None
     loss = _diagnose_loss(evaluations, x, delta, left)
     both = _convention(loss, grad, x)
     return [both] if both else [d for d in (loss, grad) if d is not None]

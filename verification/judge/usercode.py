@@ -120,11 +120,10 @@ def _load_file(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if path.suffix == ".ipynb":
-        raise ValueError(
-            f"{path} is a notebook; verify imports .py files. The assignment's functions live in "
-            f"cs231n/classifiers/linear_svm.py (torch-svm verify "
-            f"cs231n/classifiers/linear_svm.py:svm_loss_vectorized), or judge them inside the "
-            f"notebook: from verification import verify; verify(svm_loss_vectorized)")
+        raise ValueError(f"{path} is a notebook; verify imports .py files. The assignment's "
+                         f"functions live in cs231n/classifiers/linear_svm.py (torch-svm verify "
+                         f"cs231n/classifiers/linear_svm.py:svm_loss_vectorized), or judge them in "
+                         f"the notebook: from verification import verify; verify(svm_loss_vectorized)")
     module_name = f"_torch_svm_verify_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
