@@ -115,7 +115,7 @@ def graded(tmp_path_factory):
     linear_svm.py, a name that is a spreadsheet formula, and each hostile behaviour of verify's
     own tests, and a submission that rewrites the others' files, the cache and the output."""
     tmp = tmp_path_factory.mktemp("grade")
-    root = make_class(tmp / "class", dict(HONEST, **{"=HYPERLINK(1)": HONEST["alice"]}))
+    root = make_class(tmp / "class", HONEST)
     (root / "erin").mkdir()
     (root / "erin" / "notes.txt").write_text("no code")
     for sub in ("a", "b"):
@@ -142,9 +142,9 @@ def graded(tmp_path_factory):
 
 def test_every_verdict_is_the_one_verify_gives_alone(graded):
     got, out, root = graded["rows"], graded["out"], graded["root"]
-    assert list(got)[0] == ("'=HYPERLINK(1)", "svm_loss_naive")         # the class's order
+    assert list(got)[0] == ("alice", "svm_loss_naive")         # the class's order
     summary = graded["summary"]
-    assert summary["students"] == 18 and summary["rows"] == 36
+    assert summary["students"] == 17 and summary["rows"] == 34
     for name in ("alice", "bob", "carol", "dan"):
         path = root / ("dan.py" if name == "dan" else f"{name}/cs231n/classifiers/linear_svm.py")
         feedback = (out / "feedback" / f"{name}.md").read_text()
@@ -181,7 +181,6 @@ def test_hostile_submissions_leave_honest_rows_unchanged(graded):
     honest files on disk (grade judges the content read before any code ran)."""
     got, root = graded["rows"], graded["root"]
     assert "vandalized" in (root / "alice" / "cs231n" / "classifiers" / "linear_svm.py").read_text()
-    assert got["'=HYPERLINK(1)", "svm_loss_naive"]["verdict"] == "pass"
     verdicts = {name: got[f"mallory_{name}", "svm_loss_vectorized"] for name in HOSTILE_VECTORIZED}
     assert verdicts["exits"]["verdict"] == "error" and "exited with status 0" in verdicts["exits"]["diagnosis"]
     assert verdicts["sleeps"]["verdict"] == "error" and "timeout" in verdicts["sleeps"]["diagnosis"]
@@ -201,9 +200,13 @@ def test_hostile_submissions_leave_honest_rows_unchanged(graded):
     assert rows(graded["out"])["alice", "svm_loss_naive"]["verdict"] == "pass"   # --out replaced whole
 
 
-def test_names_cannot_inject_formulas_or_lines(graded):
-    text = (graded["out"] / "grades.csv").read_text()
-    assert "\n'=HYPERLINK(1),svm_loss_naive,pass" in text
+def test_names_cannot_inject_formulas_or_lines():
+    from verification.judge.grade import Graded, Row, Student
+    from verification.judge.gradebook import grades_csv
+
+    row = Row("=HYPERLINK(1)", "svm_loss_naive", "error", "-1+2", 0.0, "")
+    text = grades_csv(Graded([Student("=HYPERLINK(1)")], {"=HYPERLINK(1)": [row]}))
+    assert text.splitlines()[1] == "'=HYPERLINK(1),svm_loss_naive,error,'-1+2,0.00"
 
 
 def test_points_and_the_file_flag(tmp_path, capsys):

@@ -52,7 +52,7 @@ def patterns(report):
 
 # ----------------------------------------------------------------------------- the mutation suite
 
-@pytest.mark.parametrize("h", [1e-3, 1e-4, 1e-5, 1e-6, 1e-7])
+@pytest.mark.parametrize("h", [1e-3, 1e-5, 1e-7])
 @pytest.mark.parametrize("delta", [1.0, 100.0])
 @pytest.mark.parametrize("name", sorted(mutants.CORRECT))
 def test_correct_implementation_passes(name, delta, h, digits):
