@@ -120,7 +120,92 @@ def measure(folder: str, iters: int, batch_size: int, device: str, threads: int,
             "memory_mb": memory, "rank0": world.main}
 
 
+def _warm_optim() -> None:
+    """torch.optim's first step imports torch._dynamo (seconds): paid before any timing, as
+    a user's long run amortises it."""
+    import torch
+
+    p = torch.zeros(1, requires_grad=True)
+    p.grad = torch.zeros(1)
+    torch.optim.SGD([p], lr=0.1).step()
+
+
+def plain(folder: str, iters: int, batch_size: int, threads: int, kind: str) -> dict:
+    """What a user writes instead: ``nn.Linear``, ``nn.MultiMarginLoss`` (x C: it averages
+    over the classes too, so that the step is the SVM loss's), ``torch.optim.SGD`` with the
+    library's default lr and ``weight_decay = 2 reg`` (the same decay per step), features
+    standardized once in memory (10 % each for val and test, drawn with seed 0). ``kind``:
+    ``dataloader`` (a shuffled ``DataLoader`` over a ``TensorDataset``, the tutorial way) or
+    ``gather`` (``X[randint]`` on the tensor, batches drawn with replacement as the
+    assignment's); ``gemm``: the two GEMMs of a step alone, ``torch.mm(..., out=)``, the floor."""
+    import torch
+    from torch import nn
+
+    from torch_svm.data import load_dataset
+    from torch_svm.defaults import default_hypers
+
+    torch.set_num_threads(threads)
+    lr, reg = default_hypers(load_dataset(folder))          # the library's recipe, same numbers
+    X = torch.from_numpy(np.load(Path(folder) / "X.npy"))
+    y = torch.from_numpy(np.load(Path(folder) / "y.npy").astype(np.int64))
+    n, d = X.shape
+    c = int(y.max()) + 1
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    n_val = n // 10
+    val, train_rows = order[:n_val], order[2 * n_val:]
+    Xtr, ytr = X[train_rows], y[train_rows]
+    mean, std = Xtr.mean(0), Xtr.std(0).clamp_min(1e-12)
+    Xtr = (Xtr - mean) / std
+    Xval = (X[val] - mean) / std
+    _warm_optim()
+    if kind == "gemm":
+        xb, W = torch.randn(batch_size, d), torch.randn(d, c)
+        S, G, dW = torch.empty(batch_size, c), torch.randn(batch_size, c), torch.empty(d, c)
+        start = time.perf_counter()
+        for _ in range(iters):
+            torch.mm(xb, W, out=S)                           # scores
+            torch.mm(xb.T, G, out=dW)                        # dW = X^T dL/dS
+        seconds = time.perf_counter() - start
+        return {"kind": kind, "threads": threads, "examples_per_second": iters * batch_size / seconds,
+                "train_seconds": seconds, "val_accuracy": None}
+    model = nn.Linear(d, c)
+    nn.init.normal_(model.weight, std=1e-3)
+    nn.init.zeros_(model.bias)
+    criterion = nn.MultiMarginLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=2 * reg)
+    if kind == "dataloader":
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(Xtr, ytr),
+                                             batch_size=batch_size, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0))
+        batches = iter(())
+    g = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(iters):
+        if kind == "dataloader":
+            try:
+                xb, yb = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                xb, yb = next(batches)
+        else:
+            idx = torch.randint(0, len(ytr), (batch_size,), generator=g)
+            xb, yb = Xtr[idx], ytr[idx]
+        loss = criterion(model(xb), yb) * c
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        acc = float((model(Xval).argmax(1) == y[val]).double().mean())
+    return {"kind": kind, "threads": threads, "examples_per_second": iters * batch_size / seconds,
+            "train_seconds": seconds, "val_accuracy": acc}
+
+
 def _child(args) -> int:
+    if args.kind != "torch-svm":
+        print(json.dumps(plain(args.child, args.iters, args.batch_size, args.threads, args.kind)))
+        return 0
+    _warm_optim()
     report = measure(args.child, args.iters, args.batch_size, args.device, args.threads,
                      args.stream)
     if report.pop("rank0"):
@@ -128,10 +213,12 @@ def _child(args) -> int:
     return 0
 
 
-def _run_child(folder: Path, procs: int, args) -> dict:
-    """measure() in a fresh process (or ``procs`` processes under torchrun)."""
+def _run_child(folder: Path, procs: int, args, kind: str = "torch-svm", threads=None) -> dict:
+    """measure() (or plain()) in a fresh process (or ``procs`` processes under torchrun)."""
+    threads = args.threads if threads is None else threads
     flags = ["--child", str(folder), "--iters", str(args.iters), "--batch-size",
-             str(args.batch_size), "--device", args.device, "--threads", str(args.threads)]
+             str(args.batch_size), "--device", args.device, "--threads", str(threads),
+             "--kind", kind]
     flags += ["--stream"] if args.stream else []
     script = str(Path(__file__).resolve())
     if procs == 1:
@@ -168,6 +255,14 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--stream", action="store_true",
                         help="read every minibatch from the file (in_memory=False): the bounded-"
                              "memory path a file larger than RAM takes")
+    parser.add_argument("--compare", action="store_true",
+                        help="side by side in one run, at 1 and 2 threads: torch-svm, plain "
+                             "PyTorch with a DataLoader, plain PyTorch with index gathers, and "
+                             "the two GEMMs of a step alone (the floor); --repeat runs each")
+    parser.add_argument("--repeat", type=int, default=3, help="--compare: runs per row (default: 3)")
+    parser.add_argument("--spin", action="store_true",
+                        help="--compare with a busy neighbour: a process spinning on one core")
+    parser.add_argument("--kind", default="torch-svm", help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -194,6 +289,8 @@ def main(argv: List[str] = None) -> int:
         start = time.perf_counter()
         size = write_data(folder, n, d, c)
         write_seconds = time.perf_counter() - start
+        if args.compare:
+            return _compare(folder, args, n, d, c)
         if args.quick:   # in this process: what the tests run (memory is then this process's)
             rows = [measure(str(folder), args.iters, args.batch_size, args.device, args.threads)]
             rows[0].pop("rank0")
@@ -221,6 +318,53 @@ def main(argv: List[str] = None) -> int:
               f"({r['rows_per_second']:,.0f}) | {m.get('VmHWM', 0):.0f} "
               f"({m.get('VmHWM_growth', 0):+.0f}) | {m.get('RssAnon', 0):.0f} | "
               f"{m.get('RssFile', 0):.0f} | {r['val_accuracy']:.3f} |")
+    return 0
+
+
+KINDS = (("torch-svm", "torch-svm train --data DIR"),
+         ("dataloader", "plain PyTorch, DataLoader over a TensorDataset"),
+         ("gather", "plain PyTorch, index gather on an in-memory tensor"),
+         ("gemm", "the step's two GEMMs alone (floor)"))
+
+
+def _compare(folder: Path, args, n: int, d: int, c: int) -> int:
+    import statistics
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.spin else None
+    results = []
+    try:
+        for threads in (1, 2):
+            for kind, _ in KINDS:
+                runs = [_run_child(folder, 1, args, kind, threads) for _ in range(args.repeat)]
+                rates = [r["examples_per_second"] for r in runs]
+                accs = [r["val_accuracy"] for r in runs if r.get("val_accuracy") is not None]
+                results.append({"threads": threads, "kind": kind, "median": statistics.median(rates),
+                                "min": min(rates), "max": max(rates),
+                                "val_accuracy": statistics.median(accs) if accs else None})
+    finally:
+        if spinner is not None:
+            spinner.kill()
+    floor = {r["threads"]: r["median"] for r in results if r["kind"] == "gemm"}
+    plain_best = {t: max(r["median"] for r in results if r["threads"] == t
+                         and r["kind"] in ("dataloader", "gather")) for t in (1, 2)}
+    for r in results:
+        r["of_floor"] = r["median"] / floor[r["threads"]]
+        r["vs_best_plain"] = r["median"] / plain_best[r["threads"]]
+    if args.json:
+        print(json.dumps({"n": n, "d": d, "c": c, "iters": args.iters, "repeat": args.repeat,
+                          "busy_neighbour": args.spin, "load_average": os.getloadavg()[0],
+                          "rows": results}, indent=2))
+        return 0
+    print(f"X: ({n}, {d}) float32, C = {c}; {args.iters} SGD steps of batch {args.batch_size}; "
+          f"{args.repeat} fresh processes per row (median [min, max]); load average "
+          f"{os.getloadavg()[0]:.1f}" + ("; a neighbour spins on one core" if args.spin else ""))
+    print("| threads | method | examples/s | of the GEMM floor | / best plain loop | val acc |")
+    print("|---|---|---|---|---|---|")
+    names = dict(KINDS)
+    for r in results:
+        acc = "-" if r["val_accuracy"] is None else f"{r['val_accuracy']:.3f}"
+        print(f"| {r['threads']} | {names[r['kind']]} | {r['median']:,.0f} [{r['min']:,.0f}, "
+              f"{r['max']:,.0f}] | {100 * r['of_floor']:.0f}% | {r['vs_best_plain']:.2f} | {acc} |")
     return 0
 
 

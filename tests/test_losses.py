@@ -302,3 +302,21 @@ def test_device_mismatch_is_named():
     W, X, y = problem()
     with pytest.raises(ValueError, match=r"same device, got W on cuda:0 and X on cpu"):
         svm_loss_autograd(W.cuda(), X, y)
+
+
+@pytest.mark.parametrize("c", [10, 64, 200])
+def test_both_gradient_layouts_match_autograd(c):
+    """Few classes: the GEMM writes (C, D) (CIFAR-10's fast layout); from WIDE_C classes on it
+    writes (D, C) directly (linear-probe shape). Both against autograd in float64."""
+    from torch_svm.losses import WIDE_C, svm_loss_and_grad, svm_loss_autograd
+
+    g = torch.Generator().manual_seed(c)
+    W = (0.1 * torch.randn(33, c, generator=g, dtype=torch.float64)).requires_grad_()
+    X = torch.randn(40, 33, generator=g, dtype=torch.float64)
+    y = torch.randint(0, c, (40,), generator=g)
+    loss, dW = svm_loss_and_grad(W.detach(), X, y, 0.3)
+    ref = svm_loss_autograd(W, X, y, 0.3)
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dW, W.grad, rtol=1e-12, atol=1e-12)
+    assert dW.is_contiguous() == (c >= WIDE_C)
