@@ -164,6 +164,7 @@ def test_auto_threads_one_for_a_step_every_core_for_a_full_pass(monkeypatch):
     assert auto_threads(0) == 1
     assert auto_threads(200 * 3073 * 10) == 1                  # a CIFAR-10 SGD step
     assert auto_threads(500 * 3073 * 10) == 1                  # verify's CIFAR-10 dev split
+    assert auto_threads(200 * 513 * 1000) == 1                 # a linear-probe step: robust when busy
     assert auto_threads(3 * THREAD_GRAIN) == 3
     assert auto_threads(49000 * 3073 * 10) == 4                # a pass over CIFAR-10
     with pytest.raises(ValueError, match="work"):

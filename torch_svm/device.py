@@ -63,9 +63,13 @@ def resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
 
 
 #: Multiply-adds per thread below which a CPU op runs on one thread (:func:`auto_threads`):
-#: a GEMM of a millisecond or two on one core. Below it a second thread gains little, and on
-#: a busy machine a thread that waits for a core stalls every op it takes part in.
-THREAD_GRAIN = 2**25
+#: a GEMM of about ten milliseconds on one core. Below it a second thread gains little, and
+#: on a busy machine a thread that waits for a core stalls every op it takes part in. At
+#: linear-probe shape (200 x 513 x 1,000 per step, ``benchmarks/bench_scale.py --compare``)
+#: two threads train 1.35x faster on an idle 2-core machine and 2.6x slower while another
+#: process spins on a core (12k against 33k examples/s): one thread is the choice that
+#: holds up. A full pass over the data (evaluation) still uses every core.
+THREAD_GRAIN = 2**28
 
 
 def cpu_cores() -> int:
