@@ -83,12 +83,9 @@ def _vandalize():
     os.makedirs(os.environ["GRADES_OUT"], exist_ok=True)
     open(os.path.join(os.environ["GRADES_OUT"], "grades.csv"), "w").write("alice,svm_loss_naive,fail\\n")
 
-def svm_loss_naive(W, X, y, reg):
+def svm_loss_vectorized(W, X, y, reg):
     if {vandal}:
         _vandalize()
-    return correct_vectorized(W, X, y, reg)
-
-def svm_loss_vectorized(W, X, y, reg):
     {vectorized}
 """
 
@@ -111,7 +108,8 @@ HOSTILE_VECTORIZED = {
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """One class, graded once with --jobs 2: honest students, students with no or two
+    """One class, graded once with --jobs 2 (the vectorized functions: the hostile code is
+    there; the naive ones are graded in the tests below): honest students, students with no or two
     linear_svm.py, a name that is a spreadsheet formula, and each hostile behaviour of verify's
     own tests, and a submission that rewrites the others' files, the cache and the output."""
     tmp = tmp_path_factory.mktemp("grade")
@@ -128,7 +126,7 @@ def graded(tmp_path_factory):
     cache = tmp / "cache"
     data = load_verify_data("random", n=30)
     argv = ["grade", str(root), "--out", str(tmp / "out"), "--json", *FAST, "--jobs", "2",
-            "--timeout", "2", "--memory", "1"]
+            "--timeout", "2", "--memory", "1", "--functions", "svm_loss_vectorized"]
     with pytest.MonkeyPatch.context() as mp:
         for key, value in (("CLASS_ROOT", root), ("GRADES_OUT", tmp / "out"), ("TORCH_SVM_CACHE_DIR", cache)):
             mp.setenv(key, str(value))
@@ -142,31 +140,31 @@ def graded(tmp_path_factory):
 
 def test_every_verdict_is_the_one_verify_gives_alone(graded):
     got, out, root = graded["rows"], graded["out"], graded["root"]
-    assert list(got)[0] == ("alice", "svm_loss_naive")         # the class's order
+    assert list(got)[0] == ("alice", "svm_loss_vectorized")    # the class's order
     summary = graded["summary"]
-    assert summary["students"] == 17 and summary["rows"] == 34
+    assert summary["students"] == 17 and summary["rows"] == 17
     for name in ("alice", "bob", "carol", "dan"):
         path = root / ("dan.py" if name == "dan" else f"{name}/cs231n/classifiers/linear_svm.py")
         feedback = (out / "feedback" / f"{name}.md").read_text()
-        for fn in ("svm_loss_naive", "svm_loss_vectorized"):
+        for fn in ("svm_loss_vectorized",):
             alone = verify(_original(name, fn), data=graded["data"])
             row = got[name, fn]
             assert row["verdict"] == alone.verdict, (name, fn)
             assert row["diagnosis"] == "; ".join(d.pattern for d in alone.diagnosis or [])
             assert str(alone).splitlines()[-1].strip() in feedback       # verify's own words
         assert "vandalized" in path.read_text()          # what the disk holds now
-    assert got["bob", "svm_loss_naive"]["diagnosis"] == "regularization_gradient"
+    assert got["bob", "svm_loss_vectorized"]["diagnosis"] == "mask_after_clamp"
     assert got["carol", "svm_loss_vectorized"]["diagnosis"] == "zero_loss; zero_gradient"
-    assert got["erin", "svm_loss_naive"]["verdict"] == "error"
-    assert "no linear_svm.py in erin/" in got["erin", "svm_loss_naive"]["diagnosis"]
-    assert "2 files named linear_svm.py" in got["fay", "svm_loss_naive"]["diagnosis"]
-    assert summary["diagnoses"]["regularization_gradient"] == 3    # bob, mallory_patches, _crafted_name
+    assert got["erin", "svm_loss_vectorized"]["verdict"] == "error"
+    assert "no linear_svm.py in erin/" in got["erin", "svm_loss_vectorized"]["diagnosis"]
+    assert "2 files named linear_svm.py" in got["fay", "svm_loss_vectorized"]["diagnosis"]
+    assert summary["diagnoses"]["regularization_gradient"] == 2    # mallory_patches, _crafted_name
     results = json.loads((out / "gradescope" / "bob" / "results.json").read_text())
-    assert [t["name"] for t in results["tests"]] == ["svm_loss_naive", "svm_loss_vectorized"]
+    assert [t["name"] for t in results["tests"]] == ["svm_loss_vectorized"]
     assert all(set(t) >= {"name", "score", "max_score", "output"} for t in results["tests"])
-    assert results["score"] == 0 and "regularization gradient halved" in results["tests"][0]["output"]
+    assert results["score"] == 0 and "inactive margins are counted" in results["tests"][0]["output"]
     alice = json.loads((out / "gradescope" / "alice" / "results.json").read_text())
-    assert alice["score"] == 2.0 and alice["tests"][0]["max_score"] == 1.0
+    assert alice["score"] == 1.0 and alice["tests"][0]["max_score"] == 1.0
 
 
 def _original(name: str, fn: str):
@@ -194,10 +192,9 @@ def test_hostile_submissions_leave_honest_rows_unchanged(graded):
     assert verdicts["crafted_name"]["verdict"] == "fail"
     crafted = (graded["out"] / "feedback" / "mallory_crafted_name.md").read_text()
     assert "\nPASS: all good" not in crafted and "f\\nPASS" in crafted
-    assert all(got[f"mallory_{n}", "svm_loss_naive"]["verdict"] == "pass" for n in HOSTILE_VECTORIZED)
     assert graded["summary"]["cache_changed"]                      # seen, and deleted
     assert all(f.read_bytes() != b"poison" for f in graded["cache"].glob("*"))
-    assert rows(graded["out"])["alice", "svm_loss_naive"]["verdict"] == "pass"   # --out replaced whole
+    assert rows(graded["out"])["alice", "svm_loss_vectorized"]["verdict"] == "pass"   # --out replaced whole
 
 
 def test_names_cannot_inject_formulas_or_lines():
