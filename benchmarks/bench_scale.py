@@ -120,27 +120,14 @@ def measure(folder: str, iters: int, batch_size: int, device: str, threads: int,
             "memory_mb": memory, "rank0": world.main}
 
 
-def _warm_optim() -> None:
-    """torch.optim's first step imports torch._dynamo (seconds): paid before any timing, as
-    a user's long run amortises it."""
-    import torch
-
-    p = torch.zeros(1, requires_grad=True)
-    p.grad = torch.zeros(1)
-    torch.optim.SGD([p], lr=0.1).step()
-
-
 def plain(folder: str, iters: int, batch_size: int, threads: int, kind: str) -> dict:
-    """What a user writes instead: ``nn.Linear``, ``nn.MultiMarginLoss`` (x C: it averages
-    over the classes too, so that the step is the SVM loss's), ``torch.optim.SGD`` with the
-    library's default lr and ``weight_decay = 2 reg`` (the same decay per step), features
-    standardized once in memory (10 % each for val and test, drawn with seed 0). ``kind``:
-    ``dataloader`` (a shuffled ``DataLoader`` over a ``TensorDataset``, the tutorial way) or
-    ``gather`` (``X[randint]`` on the tensor, batches drawn with replacement as the
-    assignment's); ``gemm``: the two GEMMs of a step alone, ``torch.mm(..., out=)``, the floor."""
+    """What a user writes instead (``benchmarks/plain_loops.py``: ``dataloader`` or ``gather``)
+    with the library's default lr and reg, features standardized once in memory (10 % each
+    for val and test, drawn with seed 0); ``gemm``: the two GEMMs of a step alone,
+    ``torch.mm(..., out=)``, the floor."""
     import torch
-    from torch import nn
 
+    from plain_loops import accuracy as plain_accuracy, plain_sgd
     from torch_svm.data import load_dataset
     from torch_svm.defaults import default_hypers
 
@@ -150,14 +137,6 @@ def plain(folder: str, iters: int, batch_size: int, threads: int, kind: str) -> 
     y = torch.from_numpy(np.load(Path(folder) / "y.npy").astype(np.int64))
     n, d = X.shape
     c = int(y.max()) + 1
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    n_val = n // 10
-    val, train_rows = order[:n_val], order[2 * n_val:]
-    Xtr, ytr = X[train_rows], y[train_rows]
-    mean, std = Xtr.mean(0), Xtr.std(0).clamp_min(1e-12)
-    Xtr = (Xtr - mean) / std
-    Xval = (X[val] - mean) / std
-    _warm_optim()
     if kind == "gemm":
         xb, W = torch.randn(batch_size, d), torch.randn(d, c)
         S, G, dW = torch.empty(batch_size, c), torch.randn(batch_size, c), torch.empty(d, c)
@@ -168,43 +147,24 @@ def plain(folder: str, iters: int, batch_size: int, threads: int, kind: str) -> 
         seconds = time.perf_counter() - start
         return {"kind": kind, "threads": threads, "examples_per_second": iters * batch_size / seconds,
                 "train_seconds": seconds, "val_accuracy": None}
-    model = nn.Linear(d, c)
-    nn.init.normal_(model.weight, std=1e-3)
-    nn.init.zeros_(model.bias)
-    criterion = nn.MultiMarginLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=2 * reg)
-    if kind == "dataloader":
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(Xtr, ytr),
-                                             batch_size=batch_size, shuffle=True,
-                                             generator=torch.Generator().manual_seed(0))
-        batches = iter(())
-    g = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for _ in range(iters):
-        if kind == "dataloader":
-            try:
-                xb, yb = next(batches)
-            except StopIteration:
-                batches = iter(loader)
-                xb, yb = next(batches)
-        else:
-            idx = torch.randint(0, len(ytr), (batch_size,), generator=g)
-            xb, yb = Xtr[idx], ytr[idx]
-        loss = criterion(model(xb), yb) * c
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        acc = float((model(Xval).argmax(1) == y[val]).double().mean())
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    n_val = n // 10
+    val, train_rows = order[:n_val], order[2 * n_val:]
+    Xtr, ytr = X[train_rows], y[train_rows]
+    mean, std = Xtr.mean(0), Xtr.std(0).clamp_min(1e-12)
+    Xtr = (Xtr - mean) / std
+    model, seconds, _ = plain_sgd(Xtr, ytr, c, lr, reg, iters, batch_size, kind=kind)
     return {"kind": kind, "threads": threads, "examples_per_second": iters * batch_size / seconds,
-            "train_seconds": seconds, "val_accuracy": acc}
+            "train_seconds": seconds,
+            "val_accuracy": plain_accuracy(model, (X[val] - mean) / std, y[val])}
 
 
 def _child(args) -> int:
     if args.kind != "torch-svm":
         print(json.dumps(plain(args.child, args.iters, args.batch_size, args.threads, args.kind)))
         return 0
+    from plain_loops import _warm_optim
+
     _warm_optim()
     report = measure(args.child, args.iters, args.batch_size, args.device, args.threads,
                      args.stream)

@@ -15,6 +15,10 @@ digits lr 1e-3, reg 1; CIFAR-10 lr 1e-7, reg 2.5e4), 1500 iterations of batch 20
 * ``torch-svm hand`` / ``autograd`` / ``mml``: :func:`torch_svm.train.train` with ``grad`` set,
   threads chosen automatically; ``hand`` also on every core (torch's own default) and, with
   ``--compile``, compiled;
+* ``plain PyTorch``: the loop a PyTorch user writes instead (``benchmarks/plain_loops.py``:
+  ``nn.Linear``, ``nn.MultiMarginLoss`` x C, ``torch.optim.SGD`` with the same lr and weight
+  decay ``2 reg``), with index gathers (on torch's default threads and on one) and with a
+  ``DataLoader``;
 * ``sklearn SGDClassifier`` (``loss="hinge"``, one-vs-rest), ``sklearn LinearSVC`` (one-vs-rest)
   and ``LinearSVC crammer_singer`` (a multiclass SVM), scikit-learn's defaults, fit on the same
   features (``--no-sklearn`` skips them);
@@ -57,7 +61,7 @@ from torch_svm.device import cpu_cores
 from torch_svm.files import jsonable
 
 BATCH = 200
-METHODS = ("numpy", "torch", "sklearn")
+METHODS = ("numpy", "torch", "plain", "sklearn")
 
 
 @dataclass
@@ -150,6 +154,24 @@ def _torch_run(data: Dataset, iters: int, device: str, **config) -> Run:
     return run
 
 
+def _plain_run(data: Dataset, iters: int, kind: str, threads: Optional[int]) -> Run:
+    """The loop a PyTorch user writes (``benchmarks/plain_loops.py``) on the same inputs (the
+    bias column included, so ``nn.Linear(bias=False)``), the data set's recipe."""
+    from plain_loops import accuracy, plain_sgd
+    from torch_svm.device import using_threads
+
+    X, y = data.tensors("train")
+    Xv, yv = data.tensors("val")
+    lr, reg = DEFAULT_HYPERS[data.name]
+
+    def run():
+        with using_threads(threads or torch.get_num_threads()) as used:
+            model, seconds, cpu = plain_sgd(X, y, data.num_classes, lr, reg, iters, kind=kind,
+                                            bias=False)
+        return Outcome(seconds, cpu, accuracy(model, X, y), accuracy(model, Xv, yv), used)
+    return run
+
+
 def _sklearn_run(data: Dataset, estimator) -> Run:
     X, y = data.tensors("train")[0].numpy(), data.tensors("train")[1].numpy()
     Xv, yv = data.tensors("val")[0].numpy(), data.tensors("val")[1].numpy()
@@ -236,6 +258,10 @@ def quiet_runs(data: Dataset, args) -> List[Spec]:
         for grad in ("autograd", "mml"):
             out.append((f"torch-svm {grad}", None,
                         _torch_run(data, args.iters, args.device, grad=grad)))
+    if "plain" in args.methods:
+        out += [("plain PyTorch, index gather", None, _plain_run(data, args.iters, "gather", None)),
+                ("plain PyTorch, index gather", 1, _plain_run(data, args.iters, "gather", 1)),
+                ("plain PyTorch, DataLoader", None, _plain_run(data, args.iters, "dataloader", None))]
     if "sklearn" in args.methods:
         from sklearn.linear_model import SGDClassifier
         from sklearn.svm import LinearSVC
