@@ -175,9 +175,18 @@ def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------- margins and B
 
+#: Below this many classes the scores' and the gradient's GEMMs write a (C, D) result (CIFAR-10's 10 x 3,073:
+#: 4.5x faster than (D, C) on one core); from it on, (D, C) directly (1,000 classes of 513
+#: features: 1.2x faster, and a contiguous W.grad for SGD's update: 1.5x the step).
+#: Measured at batch 200, float32 (``benchmarks/bench_scale.py --compare``).
+WIDE_C = 64
+
+
 def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
     idx = y.unsqueeze(1)                                        # (N, 1)
-    scores = X @ W                                              # (N, C)
+    # few classes: (W^T X^T)^T, the GEMM layout that is fast for a (C, D) result (CIFAR-10's
+    # 10 x 3,073: 3x faster than X @ W with MKL), as the gradient's (_svm_grad_W)
+    scores = (W.T @ X.T).T if W.shape[1] < WIDE_C else X @ W   # (N, C)
     correct = scores.gather(1, idx)                             # (N, 1)
     if torch.is_grad_enabled() and (W.requires_grad or X.requires_grad):
         # out of place: gather saves the scores, and p = 2's second derivatives differentiate this
@@ -231,13 +240,6 @@ def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: i
     w = W.reshape(-1)
     loss = terms.sum().div_(n).add_(torch.dot(w, w), alpha=reg)  # mean hinge + reg sum W^2
     return loss, coef
-
-
-#: Below this many classes the gradient's GEMM writes a (C, D) result (CIFAR-10's 10 x 3,073:
-#: 4.5x faster than (D, C) on one core); from it on, (D, C) directly (1,000 classes of 513
-#: features: 1.2x faster, and a contiguous W.grad for SGD's update: 1.5x the step).
-#: Measured at batch 200, float32 (``benchmarks/bench_scale.py --compare``).
-WIDE_C = 64
 
 
 def _svm_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float) -> Tensor:
