@@ -91,7 +91,8 @@ def _flag_words(parser: argparse.ArgumentParser, command: str, message: str) -> 
     flags = {a.dest: a.option_strings[-1] for a in sub._actions
              if a.option_strings and "_" in a.dest and a.option_strings[-1].startswith("--")}
     if flags:
-        message = re.sub(r"(?<![\w-])(" + "|".join(map(re.escape, flags)) + r")(?![\w=])",
+        # a whole word only: not inside a path or a file name ("/data/num_train.npy")
+        message = re.sub(r"(?<![\w\-/.])(" + "|".join(map(re.escape, flags)) + r")(?![\w=/]|\.\w)",
                          lambda m: flags[m.group(1)], message)
     if any(a.dest == "data" and a.option_strings for a in sub._actions):
         message = re.sub(r"^data '", "--data '", message)
