@@ -167,17 +167,9 @@ def _rows_for_error(student: Student, functions, message: str) -> List[Row]:
 
 
 def _feedback(report: VerifyReport, private: str, shown: str) -> str:
-    """What verify prints for ``report`` (the report, or the error with the user's traceback
-    and a hint), with the private copy's path written as the student's folder."""
-    if report.error is None:
-        text = str(report)
-    else:
-        parts = [f"error: {report.error.message}"]
-        if report.error.traceback:
-            parts.append(report.error.traceback.rstrip("\n"))
-        if report.error.hint:
-            parts.append(f"hint: {report.error.hint}")
-        text = "\n".join(parts)
+    """What verify prints for ``report`` (its report, or that the code does not run with the
+    user's traceback and a hint), with the private copy's path written as the student's folder."""
+    text = str(report)
     printed = format_output(report.output)
     if printed:
         text += "\n\nwhat the code printed:\n" + printed
@@ -196,6 +188,7 @@ def judge_student(student: Student, functions, data: VerifyData, points, config:
     and whether the copy was changed while they ran (by them, or by code running beside)."""
     if student.problem:
         return _rows_for_error(student, functions, student.problem), False
+    shown = printable(student.name, 100)
     job = Path(tempfile.mkdtemp(prefix="student-", dir=workdir))
     try:
         for rel, content in student.files.items():
@@ -211,11 +204,10 @@ def judge_student(student: Student, functions, data: VerifyData, points, config:
                 report = judge(f"{job / student.target}:{fn}", data, points, config,
                                watch_cache=False)
             except TorchSVMError as exc:
-                message = " ".join(str(exc).replace(str(job), student.name).split())
+                message = " ".join(str(exc).replace(str(job), shown).split())
                 rows.append(Row(student.name, fn, "error", clip(message, 300),
                                 round(time.monotonic() - start, 3), f"error: {message}"))
                 continue
-            shown = printable(student.name, 100)
             rows.append(Row(student.name, fn, report.verdict,
                             clip(_diagnosis(report).replace(str(job), shown), 300),
                             round(time.monotonic() - start, 3), _feedback(report, str(job), shown)))
