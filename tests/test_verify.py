@@ -569,14 +569,16 @@ def test_a_spec_that_is_not_a_python_file_says_what_it_is(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("argv, words, api", [
-    (["verify", f"{MUTANTS}:f", "--data", "cifar10"], "--data cifar10 needs --data-dir DIR", "data_dir"),
-    (["train", "--data", "cifar10"], "cifar10 needs its folder, --data-dir DIR", "download=True"),
+    (["verify", f"{MUTANTS}:f", "--data", "cifar10"], "--data 'cifar10' needs --data-dir:", "data_dir"),
+    (["train", "--data", "cifar10"], "cifar10 needs its folder, --data-dir:", "download=True"),
     (["train", "--num-train", "5000"], "--num-train + --num-val + --num-test must be", "num_train"),
     (["train", "--data", "nothing-here"], "--data 'nothing-here' is neither", "error: data 'nothing"),
 ])
 def test_cli_errors_speak_in_flags_not_python_names(capsys, argv, words, api):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and len(err) == 1 and words in err[0] and api not in err[0], err
+    if "download=True" == api:
+        assert "(--download)" in err[0]
 
 
 def _returns(loss_as, dW_as, scale=1.0):

@@ -28,13 +28,8 @@ class TorchSVMError(Exception):
     """Base class of every error torch-svm raises on purpose (bad input, bad files, a diverged run).
 
     The CLI reports these as one line and exit status 2; anything else is a bug and shows a
-    traceback. ``cli``, when given, is the message in command-line words (``--data-dir``
-    where the library's says ``data_dir=``), which the CLI prints instead.
+    traceback.
     """
-
-    def __init__(self, *args: Any, cli: Optional[str] = None):
-        super().__init__(*args)
-        self.cli = cli
 
 
 class ArgumentError(TorchSVMError, ValueError):

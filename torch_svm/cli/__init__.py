@@ -75,8 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (TorchSVMError, MemoryError, torch.OutOfMemoryError) as exc:
         if debug():
             raise
-        message = " ".join((getattr(exc, "cli", None) or _flag_words(parser, args.command, str(exc))
-                            ).split()) or type(exc).__name__
+        message = " ".join(_flag_words(parser, args.command, str(exc)).split()) or type(exc).__name__
         if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
             message = f"ran out of memory ({message[:200]}); try smaller sizes"
         print(f"torch-svm {args.command}: error: {message[:1000]}", file=sys.stderr)
@@ -86,10 +85,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _flag_words(parser: argparse.ArgumentParser, command: str, message: str) -> str:
     """A library message in the command's words: each argument name of the Python API that is
     a flag of this command (``num_train``, ``data_dir``) written as the flag (``--num-train``),
-    and ``data 'x'`` as ``--data 'x'``."""
+    a switch's ``download=True`` as ``--download``, and ``data 'x'`` as ``--data 'x'``."""
     sub = parser._subparsers._group_actions[0].choices[command]
-    flags = {a.dest: a.option_strings[-1] for a in sub._actions
-             if a.option_strings and "_" in a.dest and a.option_strings[-1].startswith("--")}
+    long = [a for a in sub._actions if a.option_strings and a.option_strings[-1].startswith("--")]
+    for a in long:
+        if isinstance(a, argparse._StoreTrueAction):
+            message = message.replace(f"{a.dest}=True", a.option_strings[-1])
+    flags = {a.dest: a.option_strings[-1] for a in long if "_" in a.dest}
     if flags:
         # a whole word only: not inside a path or a file name ("/data/num_train.npy")
         message = re.sub(r"(?<![\w\-/.])(" + "|".join(map(re.escape, flags)) + r")(?![\w=/]|\.\w)",

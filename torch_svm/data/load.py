@@ -103,8 +103,7 @@ def load_dataset(name: Union[str, Path] = "digits", data_dir: Union[str, Path, N
         if data_dir is None:
             where = (f"the cifar-10-batches-py folder, its parent, or {CIFAR10_ARCHIVE}; get the "
                      f"'CIFAR-10 python version' from {CIFAR10_URL}, or let torch-svm fetch it")
-            raise ArgumentError(f"cifar10 needs its folder, data_dir: {where} (download=True)",
-                                cli=f"cifar10 needs its folder, --data-dir DIR: {where} (--download)")
+            raise ArgumentError(f"cifar10 needs its folder, data_dir: {where} (download=True)")
         if download and locate_cifar10(data_dir, quiet=True) is None:
             download_cifar10(data_dir)
         X_train, y_train, X_test, y_test, class_names = read_cifar10(data_dir)

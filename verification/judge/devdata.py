@@ -184,8 +184,7 @@ def load_verify_data(name: str = "digits", data_dir: Union[str, Path, None] = No
     else:
         if data_dir is None:
             where = "the cifar-10-batches-py folder, its parent, or cifar-10-python.tar.gz"
-            raise ArgumentError(f"data 'cifar10' needs data_dir: {where}",
-                                cli=f"--data cifar10 needs --data-dir DIR: {where}")
+            raise ArgumentError(f"data 'cifar10' needs data_dir: {where}")
         source = locate_cifar10(data_dir)
         key = _key(data="cifar10", files=_files_stamp(source), n=num_dev, seed=seed, num_train=num_train)
 
