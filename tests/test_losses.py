@@ -320,3 +320,142 @@ def test_both_gradient_layouts_match_autograd(c):
     torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dW, W.grad, rtol=1e-12, atol=1e-12)
     assert dW.is_contiguous() == (c >= WIDE_C)
+
+
+def _class_major(W):
+    """W's values stored (C, D), as LinearSVM stores its W (W.T contiguous)."""
+    return W.T.contiguous().T
+
+
+def _met_margins_problem(c, dtype, seed=0, n=40, d=33):
+    """A batch whose margins are nearly all met: W separates the classes widely, y is each
+    row's best class, so few hinge terms are active (B is sparse)."""
+    g = torch.Generator().manual_seed(seed)
+    W = 3.0 * torch.randn(d, c, generator=g, dtype=torch.float64)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = (X @ W).argmax(1)
+    y[:3] = torch.tensor([1, 2, 3])                      # some rows still violate margins
+    return W.to(dtype), X.to(dtype), y
+
+
+@pytest.mark.parametrize("c", [10, 64, 200])
+def test_class_major_w_gets_its_gradient_in_its_layout_and_matches_autograd(c):
+    """LinearSVM's W is stored (C, D): the hand-written gradient comes out in that layout for
+    any C (so SGD's update reads both in one order), equal to autograd's in float64."""
+    g = torch.Generator().manual_seed(c)
+    W = _class_major(0.1 * torch.randn(33, c, generator=g, dtype=torch.float64))
+    X = torch.randn(40, 33, generator=g, dtype=torch.float64)
+    y = torch.randint(0, c, (40,), generator=g)
+    loss, dW = svm_loss_and_grad(W, X, y, 0.3)
+    ref_loss, ref = autograd_grad(W, X, y, 0.3, 1.0, 1)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dW, ref, rtol=1e-12, atol=1e-12)
+    assert dW.T.is_contiguous()
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+@pytest.mark.parametrize("p,kink", [(1, 0.0), (1, 0.5), (2, 0.0)])
+def test_sparse_gradient_is_taken_when_margins_are_met_and_matches_autograd(monkeypatch, dtype,
+                                                                            tol, p, kink):
+    """Many classes, a class-major W, few active terms: X^T B is summed from B's nonzeros
+    (per-class bags of rows) instead of a GEMM. Against autograd in float64; kink 0.5 at exact
+    ties (squared hinge: B's values vary)."""
+    from torch_svm import losses
+
+    calls = []
+    real = losses._sparse_grad_W
+    monkeypatch.setattr(losses, "_sparse_grad_W", lambda *a: calls.append(1) or real(*a))
+    W, X, y = _met_margins_problem(200, dtype)
+    if kink:    # an exact tie: row 5's score for class 0 one margin under its own class's
+        X[5] = 0
+        X[5, 0] = 1
+        W[0, :] = 0
+        W[0, y[5]] = 1.0
+        W[0, 0] = 0.0
+    W = _class_major(W)
+    loss, dW = svm_loss_and_grad(W, X, y, 0.3, p=p, kink=kink)
+    coef_density = float((svm_margins_active(W, X, y)).double().mean())
+    assert calls and coef_density < losses.SPARSE_DENSITY, coef_density
+    W64, X64 = W.double(), X.double()
+    ref_loss, ref = autograd_grad(W64, X64, y, 0.3, 1.0, p)
+    if kink:    # autograd takes 0 at the tie: add the kink's share of its one term
+        ref = ref + kink_share(W64, X64, y, kink)
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=tol, atol=tol)
+    torch.testing.assert_close(dW.double(), ref, rtol=tol, atol=tol * float(ref.abs().max()))
+    assert dW.T.is_contiguous()
+
+
+def svm_margins_active(W, X, y):
+    from torch_svm import svm_margins
+
+    return svm_margins(W, X, y) >= 0
+
+
+def kink_share(W, X, y, kink):
+    """The gradient of ``kink * m_ij`` summed over the ties m_ij == 0, divided by N."""
+    from torch_svm import svm_margins
+    from torch_svm.losses import svm_coefficients
+
+    ties = (svm_margins(W, X, y) == 0).to(W.dtype)
+    assert ties.sum() >= 1
+    return X.T @ svm_coefficients(kink * ties, y) / X.shape[0]
+
+
+def test_a_sparse_gradient_that_drops_a_term_is_caught(monkeypatch):
+    """Negative: the sparse path with one nonzero of B lost must fail the comparison above."""
+    import numpy as np
+
+    from torch_svm import losses
+
+    W, X, y = _met_margins_problem(200, torch.float64)
+    W = _class_major(W)
+    real = np.flatnonzero
+    monkeypatch.setattr(losses.np, "flatnonzero", lambda b: real(b)[:-1])
+    _, dW = svm_loss_and_grad(W, X, y, 0.3)
+    _, ref = autograd_grad(W, X, y, 0.3, 1.0, 1)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(dW, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_batches_and_traced_inputs_keep_the_gemm(monkeypatch):
+    """The sparse path is only for met margins on plain CPU tensors needing no graph: a batch
+    with most terms active, and a W that requires grad with grad enabled, take the GEMM."""
+    from torch_svm import losses
+
+    monkeypatch.setattr(losses, "_sparse_grad_W", lambda *a: pytest.fail("sparse path taken"))
+    g = torch.Generator().manual_seed(1)
+    W = _class_major(1e-3 * torch.randn(33, 200, generator=g, dtype=torch.float64))
+    X = torch.randn(40, 33, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 200, (40,), generator=g)
+    svm_loss_and_grad(W, X, y, 0.3)                       # every term active
+    Wm, Xm, ym = _met_margins_problem(200, torch.float64)
+    Wm = _class_major(Wm).requires_grad_()
+    (dW,) = torch.autograd.grad(svm_loss(Wm, Xm, ym, 0.3), Wm, create_graph=True)
+    _, ref = autograd_grad(Wm.detach(), Xm, ym, 0.3, 1.0, 1)
+    torch.testing.assert_close(dW, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_gemms_on_onednn_match_mkl_and_can_be_turned_off():
+    """float32 on a CPU: the step's GEMMs run on oneDNN where torch has it (faster than MKL at
+    a step's skinny shapes); the loss and gradient agree with the MKL path, which
+    ``torch.backends.mkldnn.flags(enabled=False)`` selects, and with float64 autograd."""
+    from torch_svm.losses import _onednn_linear
+
+    if _onednn_linear() is None:
+        pytest.skip("this torch has no oneDNN linear")
+    g = torch.Generator().manual_seed(3)
+    W = _class_major(1e-2 * torch.randn(3073, 10, generator=g))
+    X = 50 * torch.randn(200, 3073, generator=g)
+    y = torch.randint(0, 10, (200,), generator=g)
+    loss, dW = svm_loss_and_grad(W, X, y, 2.5e4)
+    torch.backends.mkldnn.enabled = False     # (flags() would also warn about TF32)
+    try:
+        loss_mkl, dW_mkl = svm_loss_and_grad(W, X, y, 2.5e4)
+    finally:
+        torch.backends.mkldnn.enabled = True
+    ref_loss, ref = autograd_grad(W.double(), X.double(), y, 2.5e4, 1.0, 1)
+    scale = float(ref.abs().max())
+    for l, d in ((loss, dW), (loss_mkl, dW_mkl)):
+        torch.testing.assert_close(l.double(), ref_loss, rtol=1e-5, atol=0)
+        torch.testing.assert_close(d.double(), ref, rtol=0, atol=1e-5 * scale)
+        assert d.T.is_contiguous()

@@ -56,9 +56,11 @@ CPU tensors (on CUDA an out-of-range label trips ``gather``'s device-side assert
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -112,20 +114,66 @@ def validate_hyperparameters(*, reg: float = 0.0, delta: float = 1.0, p: int = 1
     return reg, delta, p, kink
 
 
-def _labels_readable(y: Tensor) -> bool:
-    """Whether the labels' values can be read on the host without a device sync or breaking a
-    trace: an eager CPU tensor holding real data (not under ``torch.compile`` or
-    ``torch.export``, not a FakeTensor, not batched by ``vmap``)."""
-    if y.device.type != "cpu" or torch.compiler.is_compiling():  # first: is_fake is not traceable
+def _readable(*tensors: Tensor) -> bool:
+    """Whether these tensors' values can be read on the host (by numpy, or by a CPU kernel
+    outside PyTorch's dispatch) without a device sync or breaking a trace: eager CPU tensors
+    holding real data (not under ``torch.compile`` or ``torch.export``, not FakeTensors, not
+    batched by ``vmap``)."""
+    if torch.compiler.is_compiling():                           # first: is_fake is not traceable
         return False
-    return not (is_fake(y) or torch._C._functorch.is_functorch_wrapped_tensor(y))
+    return all(t.device.type == "cpu" and not is_fake(t)
+               and not torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def _needs_graph(W: Tensor, X: Tensor) -> bool:
+    """Whether what is computed from W and X must be differentiable (autograd records it)."""
+    return torch.is_grad_enabled() and (W.requires_grad or X.requires_grad)
+
+
+def _fast_cpu(W: Tensor, X: Tensor, *more: Tensor) -> bool:
+    """Whether a step may use kernels autograd does not know (oneDNN's GEMM, numpy's
+    nonzero): plain readable tensors (no subclass) whose results need no graph."""
+    return (not _needs_graph(W, X) and _readable(W, X, *more)
+            and all(type(t) in (Tensor, torch.nn.Parameter) for t in (W, X, *more)))
+
+
+@functools.lru_cache(maxsize=None)
+def _onednn_linear():
+    """oneDNN's float32 ``x @ w.T`` on a CPU (``torch.ops.mkldnn._linear_pointwise``, the op
+    ``torch.compile`` emits for a CPU linear), or None where this torch has none or it does not
+    agree exactly with ``torch.mm`` on a small integer-valued probe.
+
+    Why: at a step's skinny shapes PyTorch's ``mm`` calls MKL, which on this project's AMD
+    CPUs runs CIFAR-10's 200 x 3,073 x 10 products 1.6-2.2x slower than oneDNN does
+    (``benchmarks/bench_loss.py``). ``torch.backends.mkldnn.enabled = False`` turns it off.
+    """
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return None
+        op = torch.ops.mkldnn._linear_pointwise
+        a = torch.arange(12, dtype=torch.float32).view(3, 4)
+        b = torch.arange(8, dtype=torch.float32).view(2, 4).T    # (4, 2) stored (2, 4), as W
+        if not torch.equal(op(a, b.T, None, "none", [], ""), a @ b):
+            return None
+    except Exception:   # noqa: BLE001 - an op this torch lacks or cannot run: use torch.mm
+        return None
+    return op
+
+
+def _linear(W: Tensor, *inputs: Tensor):
+    """oneDNN's ``x @ w.T`` for float32 W when the step may use it (:func:`_fast_cpu` was
+    checked by the caller) and mkldnn is enabled; else None."""
+    if W.dtype != torch.float32 or not torch.backends.mkldnn.enabled:
+        return None
+    op = _onednn_linear()
+    return None if op is None else (lambda x, w: op(x, w, None, "none", [], ""))
 
 
 def _check_labels(y: Tensor, n: int, num_classes: int, name: str = "y") -> Tensor:
     """Integer labels of shape (n,) in [0, num_classes); returned as int64.
 
     The range check reads the labels on the host, so it runs only where that is free and
-    traceable (:func:`_labels_readable`). Elsewhere (CUDA, ``torch.compile``, ``torch.export``,
+    traceable (:func:`_readable`). Elsewhere (CUDA, ``torch.compile``, ``torch.export``,
     ``vmap`` over the labels) an out-of-range label is caught by ``gather``'s own index check
     (a RuntimeError on the CPU, a device-side assert on CUDA), never read silently.
     """
@@ -135,7 +183,7 @@ def _check_labels(y: Tensor, n: int, num_classes: int, name: str = "y") -> Tenso
         raise ArgumentTypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
     if y.shape != (n,):
         raise ArgumentError(f"{name} must have shape ({n},) to match the {n} examples, got {tuple(y.shape)}")
-    if n > 0 and _labels_readable(y):
+    if n > 0 and _readable(y):
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
@@ -175,20 +223,23 @@ def validate_svm_inputs(W: Tensor, X: Tensor, y: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------- margins and B
 
-#: Below this many classes the scores' and the gradient's GEMMs write a (C, D) result (CIFAR-10's 10 x 3,073:
-#: 4.5x faster than (D, C) on one core); from it on, (D, C) directly (1,000 classes of 513
-#: features: 1.2x faster, and a contiguous W.grad for SGD's update: 1.5x the step).
-#: Measured at batch 200, float32 (``benchmarks/bench_scale.py --compare``).
+#: Below this many classes the scores' and the gradient's GEMMs write a (C, D) result (CIFAR-10's
+#: 10 x 3,073: 4x faster than (D, C) on one core). From it on, the gradient comes out in W's
+#: own layout, so that SGD's update reads both in the same order (a transposed read is 30x
+#: slower than a plain one): (C, D) for :class:`~torch_svm.model.LinearSVM`'s W, which is
+#: stored class-major, else (D, C). Measured at batch 200, float32 (``benchmarks/bench_loss.py``).
 WIDE_C = 64
 
 
 def _margins(W: Tensor, X: Tensor, y: Tensor, delta: float) -> Tensor:
     idx = y.unsqueeze(1)                                        # (N, 1)
-    # few classes: (W^T X^T)^T, the GEMM layout that is fast for a (C, D) result (CIFAR-10's
-    # 10 x 3,073: 3x faster than X @ W with MKL), as the gradient's (_svm_grad_W)
-    scores = (W.T @ X.T).T if W.shape[1] < WIDE_C else X @ W   # (N, C)
+    linear = _linear(W) if _fast_cpu(W, X) else None
+    if linear is not None:                                      # oneDNN (float32, CPU)
+        scores = linear(X, W.T)                                 # (N, C)
+    else:   # few classes: (W^T X^T)^T, MKL's fast layout for a (C, D) W (as the gradient's)
+        scores = (W.T @ X.T).T if W.shape[1] < WIDE_C else X @ W
     correct = scores.gather(1, idx)                             # (N, 1)
-    if torch.is_grad_enabled() and (W.requires_grad or X.requires_grad):
+    if _needs_graph(W, X):
         # out of place: gather saves the scores, and p = 2's second derivatives differentiate this
         margins = scores - correct + delta                      # (N, C)
     else:   # the same ops in place (bitwise the same margins): one (N, C) pass less per step
@@ -214,9 +265,13 @@ def _hinge(m: Tensor, p: int, kink: float = 0.0) -> Tuple[Tensor, Tensor]:
     hinge = m.clamp_min(0)
     if p == 2:
         return hinge * hinge, 2 * hinge                         # g(m) = 2 max(0, m)
-    # g(m) = 1[m > 0], and kink at m == 0: one kernel, exactly 0, kink or 1; piecewise
-    # constant, so no gradient flows through it (detach: heaviside has no derivative formula)
-    return hinge, torch.heaviside(m.detach(), m.new_full((), kink))
+    # g(m) = 1[m > 0] as sign(max(0, m)): exactly 0 or 1, piecewise constant, so no gradient
+    # flows through it (detached); a vectorised kernel (torch.heaviside is 40x slower on a CPU,
+    # 1 ms for 200 x 1,000 margins). kink at m == 0, where 1 - |sign(m)| is 1 (0 at -inf).
+    slopes = torch.sign(hinge.detach())
+    if kink:
+        slopes = slopes.add_(torch.sign(m.detach()).abs_().neg_().add_(1), alpha=kink)
+    return hinge, slopes
 
 
 def svm_coefficients(slopes: Tensor, y: Tensor) -> Tensor:
@@ -237,17 +292,51 @@ def _svm_forward(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: i
     n = X.shape[0]
     terms, slopes = _hinge(_margins(W, X, y, delta), p, kink)    # (N, C), 0 at j = y_i
     coef = svm_coefficients(slopes, y).div_(n)
-    w = W.reshape(-1)
+    w = (W.T if W.T.is_contiguous() else W).reshape(-1)         # a view in either layout
     loss = terms.sum().div_(n).add_(torch.dot(w, w), alpha=reg)  # mean hinge + reg sum W^2
     return loss, coef
 
 
+#: The sparse gradient (:func:`_sparse_grad_W`) is taken when at most this fraction of B is
+#: nonzero. At 1,000 classes of 513 features, batch 200, one thread: 0.6 ms against the GEMM's
+#: 2.3 ms at 2 % (where a linear probe's hinge is after a few hundred steps), even at 12 %
+#: (``benchmarks/bench_loss.py --sparse``).
+SPARSE_DENSITY = 0.08
+
+
 def _svm_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float) -> Tensor:
     """X^T B + 2 reg W in one GEMM (``addmm``, which also adds the regularizer's gradient), in
-    the layout fast for the shape: (B^T X + 2 reg W^T)^T for few classes, else directly."""
-    if W.shape[1] < WIDE_C:
-        return torch.addmm(W.T, coef.T, X, beta=2 * reg).T      # (D, C), a view of (C, D)
-    return torch.addmm(W, X.T, coef, beta=2 * reg)             # (D, C)
+    the layout fast for the shape: (B^T X + 2 reg W^T)^T for few classes, else directly; or,
+    for many classes on a CPU once most margins are met, from B's nonzeros alone."""
+    wide = W.shape[1] >= WIDE_C
+    if wide and not W.T.is_contiguous():                        # W stored (D, C)
+        return torch.addmm(W, X.T, coef, beta=2 * reg)          # (D, C)
+    if _fast_cpu(W, X, coef):
+        if wide and coef.dtype in (torch.float32, torch.float64) and coef.is_contiguous():
+            b = coef.numpy()
+            if np.count_nonzero(b) <= SPARSE_DENSITY * b.size:  # (counting: 50 us)
+                flat = torch.from_numpy(np.flatnonzero(b))      # row-major positions i C + j
+                return _sparse_grad_W(W, X, coef, reg, flat)
+        linear = _linear(W)
+        if linear is not None:                                  # oneDNN: B^T X, (C, D)
+            dWt = linear(coef.T, X.T)
+            return (dWt.add_(W.T, alpha=2 * reg) if reg else dWt).T
+    return torch.addmm(W.T, coef.T, X, beta=2 * reg).T          # (D, C), a view of (C, D)
+
+
+def _sparse_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float, flat: Tensor) -> Tensor:
+    """X^T B + 2 reg W, for a W stored (C, D), from the nonzeros of B at row-major positions ``flat``: column j of
+    X^T B is the sum of B_ij X_i over its nonzero rows i, a bag of rows of X per class
+    (``embedding_bag`` with per-sample weights: one pass over the nonzeros, in row order
+    within a class), instead of a GEMM over every entry of B."""
+    n, c = coef.shape
+    cls, rows = flat % c, flat // c
+    order = torch.argsort(cls, stable=True)                     # group by class, rows in order
+    counts = torch.bincount(cls, minlength=c)
+    offsets = torch.cumsum(counts, 0).sub_(counts)              # where each class's bag starts
+    bags = F.embedding_bag(rows[order], X, offsets, mode="sum",
+                           per_sample_weights=coef.view(-1)[flat[order]])   # (C, D)
+    return bags.add_(W.T, alpha=2 * reg).T                      # (D, C), a view of (C, D)
 
 
 def _svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
