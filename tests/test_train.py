@@ -97,6 +97,46 @@ def test_divergence_is_detected_with_a_clear_message(digits):
     assert info.value.iteration <= 50  # found within log_every of where it happened
 
 
+def _gather_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("torch-svm-gather")]
+
+
+def test_the_gather_thread_ends_with_the_run_also_when_it_fails(digits):
+    """On a CPU the next minibatch is gathered on a background thread (Batches.stream); it
+    is gone when train returns or raises, and the batches are the plain gather's."""
+    seen = []
+
+    def watch(it, model, Xb, yb):
+        seen.append(len(_gather_threads()))
+
+    train(digits, TrainConfig(iters=5, device="cpu"), callback=watch)
+    assert seen == [1] * 5 and _gather_threads() == []
+    with pytest.raises(DivergenceError):
+        train(digits, TrainConfig(lr=1e6, reg=1e3, iters=200, log_every=10, device="cpu"))
+    assert _gather_threads() == []
+
+
+def test_plain_sgd_step_is_torch_optim_sgd_bit_for_bit(digits, monkeypatch):
+    """momentum 0: the loop updates W as torch.optim.SGD's own step does, bit for bit, with
+    the lr the schedule set at that step."""
+    import torch_svm.train as train_module
+
+    config = TrainConfig(iters=30, lr=1e-3, schedule="step", lr_step=10, lr_gamma=0.5,
+                         device="cpu")
+    inline = train(digits, config).model.W.detach().clone()
+    rates = []
+
+    def optim_step(W, lr):
+        rates.append(lr)
+        torch.optim.SGD([W], lr=lr, foreach=False).step()     # momentum 0: no state
+
+    monkeypatch.setattr(train_module, "_plain_sgd_step", optim_step)
+    assert torch.equal(train(digits, config).model.W.detach(), inline)
+    assert rates == pytest.approx([1e-3] * 10 + [5e-4] * 10 + [2.5e-4] * 10, rel=1e-12)
+
+
 def test_bad_config_values_are_named(digits):
     for field, value in [("lr", -1.0), ("batch_size", 0), ("sampling", "bogus"), ("grad", "x")]:
         with pytest.raises(ValueError, match=field):
