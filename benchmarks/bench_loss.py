@@ -3,6 +3,7 @@
     python benchmarks/bench_loss.py                    # CPU, float32, N = 500 and 49000
     python benchmarks/bench_loss.py --threads 1        # torch and numpy's BLAS on one thread
     python benchmarks/bench_loss.py --device cuda --compile --tf32 --json
+    python benchmarks/bench_loss.py --sparse           # the gradient's GEMM vs its sparse path
 
 Methods: the hand-written gradient (``svm_loss_and_grad``: loss and gradient in one pass over
 X, block by block on a CPU), its ``autograd.Function`` (``svm_loss`` + ``backward``: two passes),
@@ -86,11 +87,47 @@ def methods(W, X, y, compiled=None):
 
 def layouts(W, X, y):
     """The two GEMMs in each layout: forward with W as (D, C) or laid out as (C, D),
-    backward as ``X.T @ B`` or ``(B.T @ X).T``."""
+    backward as ``X.T @ B`` or ``(B.T @ X).T``; and both through oneDNN's linear (float32 on
+    a CPU), which the hand-written step uses there."""
+    from torch_svm.losses import _onednn_linear
+
     B = torch.randn(X.shape[0], W.shape[1], dtype=X.dtype, device=X.device)
     Wt = W.T.contiguous()                                       # (C, D)
-    return {"X @ W": lambda: X @ W, "X @ W, W as (C, D)": lambda: X @ Wt.T,
-            "X.T @ B": lambda: X.T @ B, "(B.T @ X).T": lambda: (B.T @ X).T}
+    out = {"X @ W": lambda: X @ W, "X @ W, W as (C, D)": lambda: X @ Wt.T,
+           "X.T @ B": lambda: X.T @ B, "(B.T @ X).T": lambda: (B.T @ X).T}
+    op = _onednn_linear() if X.device.type == "cpu" and X.dtype == torch.float32 else None
+    if op is not None:
+        out["oneDNN X @ W, W as (C, D)"] = lambda: op(X, Wt, None, "none", [], "")
+        out["oneDNN (B.T @ X)"] = lambda: op(B.T, X.T, None, "none", [], "")
+    return out
+
+
+def sparse_rows(n, d, c, dtype, repeat, reg=1e-3):
+    """``X^T B + 2 reg W`` for a class-major W (LinearSVM's), the GEMM against the sparse path
+    (``torch_svm.losses._sparse_grad_W``, counting and finding B's nonzeros included), at
+    densities of B around :data:`torch_svm.losses.SPARSE_DENSITY`; milliseconds."""
+    from torch_svm.losses import SPARSE_DENSITY, _sparse_grad_W, svm_coefficients
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g, dtype=dtype)
+    W = torch.randn(c, d, generator=g, dtype=dtype).T           # (D, C) stored (C, D)
+    y = torch.randint(c, (n,), generator=g)
+    rows = []
+    for density in (0.01, 0.02, 0.05, 0.08, 0.12, 0.2, 0.5):
+        slopes = (torch.rand(n, c, generator=g) < density).to(dtype).scatter_(1, y[:, None], 0)
+        B = svm_coefficients(slopes, y).div_(n)
+
+        def sparse():                                           # as _svm_grad_W runs it
+            nonzero = B.numpy() != 0
+            np.count_nonzero(nonzero)
+            return _sparse_grad_W(W, X, B, reg, torch.from_numpy(np.flatnonzero(nonzero)))
+
+        fns = {"GEMM": lambda: torch.addmm(W.T, B.T, X, beta=2 * reg).T, "sparse": sparse}
+        timed = timeit(fns, repeat, torch.device("cpu"))
+        rows.append(dict(density=float((B != 0).double().mean()), gemm_ms=timed["GEMM"][0] * 1e3,
+                         sparse_ms=timed["sparse"][0] * 1e3, chosen="sparse" if
+                         float((B != 0).double().mean()) <= SPARSE_DENSITY else "GEMM"))
+    return rows
 
 
 def timeit(fns, repeat, device):
@@ -167,7 +204,27 @@ def main(argv=None):
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    ap.add_argument("--sparse", action="store_true",
+                    help="instead: the gradient's GEMM against its sparse path at a linear "
+                         "probe's shape (--n 200 --d 513 --c 1000 unless given), by density of B")
     args = ap.parse_args(argv)
+    if args.sparse:
+        n = 200 if args.n == "500,49000" else int(args.n.split(",")[0])
+        d, c = (513, 1000) if (args.d, args.c) == (3073, 10) else (args.d, args.c)
+        with threads(args.threads or 1):
+            rows = sparse_rows(n, d, c, resolve_dtype(args.dtype), args.repeat)
+        if args.json:
+            json.dump(dict(n=n, d=d, c=c, threads=args.threads or 1, rows=rows), sys.stdout, indent=2)
+            print()
+            return
+        print(f"X^T B + 2 reg W, N={n}, D={d}, C={c}, {args.dtype}, {args.threads or 1} thread(s), "
+              f"median of {args.repeat}, load average {os.getloadavg()[0]:.1f}\n")
+        print("| density of B | GEMM ms | sparse ms | GEMM / sparse | the library takes |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {100 * r['density']:.1f}% | {r['gemm_ms']:.2f} | {r['sparse_ms']:.2f} | "
+                  f"{r['gemm_ms'] / r['sparse_ms']:.2f} | {r['chosen']} |")
+        return
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -331,7 +331,7 @@ def _met_margins_problem(c, dtype, seed=0, n=40, d=33):
     """A batch whose margins are nearly all met: W separates the classes widely, y is each
     row's best class, so few hinge terms are active (B is sparse)."""
     g = torch.Generator().manual_seed(seed)
-    W = 3.0 * torch.randn(d, c, generator=g, dtype=torch.float64)
+    W = 8.0 * torch.randn(d, c, generator=g, dtype=torch.float64)
     X = torch.randn(n, d, generator=g, dtype=torch.float64)
     y = (X @ W).argmax(1)
     y[:3] = torch.tensor([1, 2, 3])                      # some rows still violate margins

@@ -12,15 +12,16 @@ pattern), so a study or a benchmark observes the loop instead of copying it.
 
 Data. ``data`` is a :class:`~torch_svm.data.Dataset` of any source; the loop draws its
 minibatches from :meth:`~torch_svm.data.Dataset.batches` (gathered on the device into buffers
-allocated once for data in memory, read from the memory map for a file larger than memory)
-and measures accuracy with :func:`torch_svm.evaluate.accuracy`. In a process group started by torchrun
+allocated once for data in memory, on a CPU the next one on a background thread while the step
+runs; read from the memory map for a file larger than memory) and measures accuracy with :func:`torch_svm.evaluate.accuracy`. In a process group started by torchrun
 (:mod:`torch_svm.distributed`), every process draws the same minibatch indices, computes on
 its share of them, and the loss and gradient are summed over processes, weighted by the
 shares, before the step: data-parallel SGD on the same trajectory as one process.
 
 Per step. The data are checked once per run, not at every step; the loss and the hand-written
 gradient come from one call (what :func:`torch_svm.losses.svm_loss_and_grad` runs after its
-checks: two GEMMs and a dozen small ops); SGD takes its plain single-tensor path on a CPU. The
+checks: two GEMMs and a dozen small ops); plain SGD (momentum 0) is torch.optim.SGD's own
+update, ``W -= lr * W.grad``, written in the loop, with momentum its single-tensor path. The
 step's GEMMs are small (200 x 3073 x 10 for CIFAR-10), so the loop runs on the CPU threads
 that :func:`torch_svm.device.auto_threads` chooses for that size, one unless ``threads`` says
 otherwise: when another process keeps a core busy, small GEMMs split over two threads run
