@@ -97,27 +97,6 @@ def test_divergence_is_detected_with_a_clear_message(digits):
     assert info.value.iteration <= 50  # found within log_every of where it happened
 
 
-def _gather_threads():
-    import threading
-
-    return [t for t in threading.enumerate() if t.name.startswith("torch-svm-gather")]
-
-
-def test_the_gather_thread_ends_with_the_run_also_when_it_fails(digits):
-    """On a CPU the next minibatch is gathered on a background thread (Batches.stream); it
-    is gone when train returns or raises, and the batches are the plain gather's."""
-    seen = []
-
-    def watch(it, model, Xb, yb):
-        seen.append(len(_gather_threads()))
-
-    train(digits, TrainConfig(iters=5, device="cpu"), callback=watch)
-    assert seen == [1] * 5 and _gather_threads() == []
-    with pytest.raises(DivergenceError):
-        train(digits, TrainConfig(lr=1e6, reg=1e3, iters=200, log_every=10, device="cpu"))
-    assert _gather_threads() == []
-
-
 def test_plain_sgd_step_is_torch_optim_sgd_bit_for_bit(digits, monkeypatch):
     """momentum 0: the loop updates W as torch.optim.SGD's own step does, bit for bit, with
     the lr the schedule set at that step."""

@@ -12,8 +12,8 @@ pattern), so a study or a benchmark observes the loop instead of copying it.
 
 Data. ``data`` is a :class:`~torch_svm.data.Dataset` of any source; the loop draws its
 minibatches from :meth:`~torch_svm.data.Dataset.batches` (gathered on the device into buffers
-allocated once for data in memory, on a CPU the next one on a background thread while the step
-runs; read from the memory map for a file larger than memory) and measures accuracy with :func:`torch_svm.evaluate.accuracy`. In a process group started by torchrun
+allocated once for data in memory, read from the memory map for a file larger than memory)
+and measures accuracy with :func:`torch_svm.evaluate.accuracy`. In a process group started by torchrun
 (:mod:`torch_svm.distributed`), every process draws the same minibatch indices, computes on
 its share of them, and the loss and gradient are summed over processes, weighted by the
 shares, before the step: data-parallel SGD on the same trajectory as one process.
@@ -44,7 +44,6 @@ synchronisation, so ``log_every`` trades those two.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -285,7 +284,7 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
     if device.type == "cpu":   # W, its gradient and SGD's buffer; a step's scores and margins
         D, C, size = data.num_features, data.num_classes, data.dtype.itemsize
         check_memory(f"training {C:,} classes on {D:,} features with batches of {share}",
-                     size * (4 * D * C + 4 * share * C + 3 * share * D))
+                     size * (4 * D * C + 4 * share * C + 2 * share * D))
     if model is None:
         model = LinearSVM(data.num_features, data.num_classes, init_scale=config.init_scale,
                           dtype=data.dtype, generator=torch.Generator().manual_seed(config.seed))
@@ -311,15 +310,13 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
         batches = batch_indices(source.num_examples, config.batch_size, config.iters,
                                 sampling=config.sampling, generator=generator,
                                 device=source.index_device)
-        # (the batch's size, this process's share of its indices); the next one is gathered
-        # while this one's step runs (Batches.stream)
-        draws = ((idx.shape[0], idx[slice(*world.share(idx.shape[0]))]) for idx in batches)
-        with progress_bar(total=config.iters, desc="train", enabled=progress) as bar, \
-                contextlib.closing(source.stream(draws)) as stream:      # (its thread ends with it)
-            for it, (size, Xb, yb) in enumerate(stream):                # (B_r, D), (B_r,)
+        with progress_bar(total=config.iters, desc="train", enabled=progress) as bar:
+            for it, idx in enumerate(batches):
+                lo, hi = world.share(idx.shape[0])              # this process's rows of it
+                Xb, yb = source.batch(idx[lo:hi])               # (B_r, D), (B_r,)
                 if callback is not None:
                     callback(it, model, Xb, yb)
-                if Xb.shape[0] == 0:            # a batch smaller than the world: none here
+                if hi == lo:                    # a batch smaller than the world: none here
                     loss, model.W.grad = model.W.new_zeros(()), torch.zeros_like(model.W)
                 elif hand is not None:          # loss and hand-written dL/dW (sets W.grad)
                     loss, model.W.grad = hand(model.W, Xb, yb)
@@ -330,7 +327,7 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
                     loss.backward()
                 if reduced is not None:         # the whole batch's loss and gradient
                     report_progress(it)         # the roll call a failure message reads (7 us)
-                    loss = _sum_over_processes(model.W, loss, Xb.shape[0] / size, reduced)
+                    loss = _sum_over_processes(model.W, loss, (hi - lo) / idx.shape[0], reduced)
                 if config.momentum:
                     optimizer.step()
                 else:   # SGD's single-tensor step, W -= lr W.grad, without its bookkeeping

@@ -23,8 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field, replace
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -296,8 +295,6 @@ class Batches:
     ``index_device``. A split in memory is moved to the device once and each batch gathered
     there into buffers of ``rows`` rows allocated once (a shorter batch fills their first rows;
     a caller that keeps a batch must copy it); a split in a file is read from it per batch.
-    :meth:`stream` gives the batches of a sequence of draws, on a CPU each gathered while the
-    caller computes on the one before.
     """
 
     def __init__(self, data: Dataset, split: str, device: torch.device, rows: int) -> None:
@@ -307,50 +304,12 @@ class Batches:
         self.index_device = torch.device("cpu") if self._stored else device
         if not self._stored:
             self._X, self._y = data.tensors(split, device=device)       # (N, D), (N,)
-            self._slots = [(self._X.new_empty(rows, self._X.shape[1]),  # (rows, D): reused
-                            self._y.new_empty(rows)) for _ in range(2)]
+            self._Xb = self._X.new_empty(rows, self._X.shape[1])         # (rows, D): reused
+            self._yb = self._y.new_empty(rows)
 
     def batch(self, idx: Tensor) -> Tuple[Tensor, Tensor]:
         if self._stored:
             return self.data.batch(self.split, idx, device=self.device)
-        Xb, yb = self._slots[0]
         b = idx.shape[0]
-        return (torch.index_select(self._X, 0, idx, out=Xb[:b]),
-                torch.index_select(self._y, 0, idx, out=yb[:b]))
-
-    def stream(self, draws: Iterable[Tuple[Any, Tensor]]) -> Iterator[Tuple[Any, Tensor, Tensor]]:
-        """``(tag, X_b, y_b)`` for each ``(tag, idx)`` of ``draws``, in order.
-
-        In memory on a CPU, batch k + 1 is gathered on a background thread (``numpy.take``,
-        which releases the GIL and runs on one core whatever torch's thread count) while the
-        caller computes on batch k, into the other of two buffers: a step reads random rows of
-        X from memory (CIFAR-10: 200 rows of 12 KB, 0.35 ms, a third of a step on one core),
-        and this takes them off its path. ``draws`` is advanced on the caller's thread, one
-        ahead, so the indices are those of a plain loop; the batch is the same numbers. Batch
-        k's buffer is written again for batch k + 2, once the caller has asked for k + 1.
-        Elsewhere (a GPU, whose gathers are already asynchronous; rows read from a file; a
-        dtype numpy lacks) each batch is :meth:`batch`'s, made when asked for.
-        """
-        if self._stored or self.device.type != "cpu" or self._X.dtype not in (torch.float32,
-                                                                              torch.float64):
-            for tag, idx in draws:
-                yield (tag, *self.batch(idx))
-            return
-        X, y = self._X.numpy(), self._y.numpy()
-
-        def gather(idx: Tensor, slot: int) -> Tuple[Tensor, Tensor]:
-            Xb, yb = self._slots[slot]
-            b, rows = idx.shape[0], idx.numpy()
-            np.take(X, rows, axis=0, out=Xb[:b].numpy())
-            np.take(y, rows, out=yb[:b].numpy())
-            return Xb[:b], yb[:b]
-
-        with ThreadPoolExecutor(1, thread_name_prefix="torch-svm-gather") as pool:
-            pending = None
-            for k, (tag, idx) in enumerate(draws):
-                ahead = (tag, pool.submit(gather, idx, k % 2))
-                if pending is not None:
-                    yield (pending[0], *pending[1].result())
-                pending = ahead
-            if pending is not None:
-                yield (pending[0], *pending[1].result())
+        return (torch.index_select(self._X, 0, idx, out=self._Xb[:b]),
+                torch.index_select(self._y, 0, idx, out=self._yb[:b]))
