@@ -42,3 +42,7 @@ done
 python benchmarks/bench_scale.py --device cuda 2>&1 | tee "$out/bench_scale_cuda.md"
 [ -n "${QUICK:-}" ] || python benchmarks/bench_scale.py --device cuda --big --dir /tmp 2>&1 | tee "$out/bench_scale_cuda_big.md"
 torch-svm check --device cuda --dtype float32 | tail -3 | tee "$out/check_cuda.txt"
+# the CPU-only step paths on that machine's cores (oneDNN's float32 GEMMs, the sparse X^T B):
+# the gradient's GEMM against its sparse path by density, and the CPU rows at linear-probe shape
+python benchmarks/bench_loss.py --sparse 2>&1 | tee "$out/bench_sparse_cpu.md"
+[ -n "${QUICK:-}" ] || python benchmarks/bench_scale.py --compare --iters 1500 2>&1 | tee "$out/bench_scale_compare_cpu.md"
