@@ -439,10 +439,15 @@ def test_float32_gemms_on_onednn_match_mkl_and_can_be_turned_off():
     """float32 on a CPU: the step's GEMMs run on oneDNN where torch has it (faster than MKL at
     a step's skinny shapes); the loss and gradient agree with the MKL path, which
     ``torch.backends.mkldnn.flags(enabled=False)`` selects, and with float64 autograd."""
-    from torch_svm.losses import _onednn_linear
+    from torch_svm.losses import _linear, _onednn_linear
 
     if _onednn_linear() is None:
         pytest.skip("this torch has no oneDNN linear")
+    # small products stay on MKL (oneDNN's per-call cost is larger than digits' GEMMs)
+    assert _linear(torch.zeros(65, 10), torch.zeros(200, 65)) is None
+    assert _linear(torch.zeros(3073, 10), torch.zeros(200, 3073)) is not None
+    assert _linear(torch.zeros(3073, 10, dtype=torch.float64),
+                   torch.zeros(200, 3073, dtype=torch.float64)) is None
     g = torch.Generator().manual_seed(3)
     W = _class_major(1e-2 * torch.randn(3073, 10, generator=g))
     X = 50 * torch.randn(200, 3073, generator=g)
