@@ -345,10 +345,10 @@ def _svm_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float) -> Tensor:
 
 
 def _sparse_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float, flat: Tensor) -> Tensor:
-    """X^T B + 2 reg W, for a W stored (C, D), from the nonzeros of B at row-major positions ``flat``: column j of
-    X^T B is the sum of B_ij X_i over its nonzero rows i, a bag of rows of X per class
-    (``embedding_bag`` with per-sample weights: one pass over the nonzeros, in row order
-    within a class), instead of a GEMM over every entry of B."""
+    """X^T B + 2 reg W, for a W stored (C, D), from the nonzeros of B at row-major positions
+    ``flat``: column j of X^T B is the sum of B_ij X_i over its nonzero rows i, a bag of rows
+    of X per class (``embedding_bag`` with per-sample weights: one pass over the nonzeros, in
+    row order within a class), instead of a GEMM over every entry of B."""
     n, c = coef.shape
     cls, rows = flat % c, flat // c
     order = torch.argsort(cls, stable=True)                     # group by class, rows in order
@@ -356,7 +356,7 @@ def _sparse_grad_W(W: Tensor, X: Tensor, coef: Tensor, reg: float, flat: Tensor)
     offsets = torch.cumsum(counts, 0).sub_(counts)              # where each class's bag starts
     bags = F.embedding_bag(rows[order], X, offsets, mode="sum",
                            per_sample_weights=coef.view(-1)[flat[order]])   # (C, D)
-    return bags.add_(W.T, alpha=2 * reg).T                      # (D, C), a view of (C, D)
+    return (bags.add_(W.T, alpha=2 * reg) if reg else bags).T   # (D, C), a view of (C, D)
 
 
 def _svm_loss_and_grad(W: Tensor, X: Tensor, y: Tensor, reg: float, delta: float, p: int,
