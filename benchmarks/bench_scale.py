@@ -127,7 +127,7 @@ def plain(folder: str, iters: int, batch_size: int, threads: int, kind: str) -> 
     ``torch.mm(..., out=)``, the floor."""
     import torch
 
-    from plain_loops import accuracy as plain_accuracy, plain_sgd
+    from plain_loops import accuracy as plain_accuracy, gemm_floor, plain_sgd
     from torch_svm.data import load_dataset
     from torch_svm.defaults import default_hypers
 
@@ -138,13 +138,7 @@ def plain(folder: str, iters: int, batch_size: int, threads: int, kind: str) -> 
     n, d = X.shape
     c = int(y.max()) + 1
     if kind == "gemm":
-        xb, W = torch.randn(batch_size, d), torch.randn(d, c)
-        S, G, dW = torch.empty(batch_size, c), torch.randn(batch_size, c), torch.empty(d, c)
-        start = time.perf_counter()
-        for _ in range(iters):
-            torch.mm(xb, W, out=S)                           # scores
-            torch.mm(xb.T, G, out=dW)                        # dW = X^T dL/dS
-        seconds = time.perf_counter() - start
+        seconds, _ = gemm_floor(batch_size, d, c, iters)
         return {"kind": kind, "threads": threads, "examples_per_second": iters * batch_size / seconds,
                 "train_seconds": seconds, "val_accuracy": None}
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))

@@ -15,6 +15,9 @@ digits lr 1e-3, reg 1; CIFAR-10 lr 1e-7, reg 2.5e4), 1500 iterations of batch 20
 * ``torch-svm hand`` / ``autograd`` / ``mml``: :func:`torch_svm.train.train` with ``grad`` set,
   threads chosen automatically; ``hand`` also on every core (torch's own default) and, with
   ``--compile``, compiled;
+* ``GEMM floor``: the step's two GEMMs alone at the data's shape (``plain_loops.gemm_floor``,
+  ``torch.mm(..., out=)``), on one thread and on every core; ``of the floor`` is its time over
+  each row's at the same thread count (above 100 %: the row does less than those GEMMs);
 * ``plain PyTorch``: the loop a PyTorch user writes instead (``benchmarks/plain_loops.py``:
   ``nn.Linear``, ``nn.MultiMarginLoss`` x C, ``torch.optim.SGD`` with the same lr and weight
   decay ``2 reg``), with index gathers (on torch's default threads and on one) and with a
@@ -75,9 +78,10 @@ class Row:
     seconds: float                  # median training time over the repeats
     first: float                    # the first repeat's time (one-time costs included)
     cpu_seconds: float              # median CPU time of the process meanwhile, all threads
-    train_accuracy: float
-    val_accuracy: float
+    train_accuracy: Optional[float]     # None: the GEMM floor, which trains nothing
+    val_accuracy: Optional[float]
     vs_numpy: Optional[float] = None    # seconds / numpy float32's (quiet, default threads)
+    of_floor: Optional[float] = None    # the GEMM floor's seconds (same threads) / seconds
     busy_vs_quiet: Optional[float] = None  # busy rows: seconds / the same method's quiet seconds
     note: str = ""
 
@@ -124,11 +128,15 @@ class Outcome:
 
     seconds: float
     cpu_seconds: float
-    train_accuracy: float
-    val_accuracy: float
+    train_accuracy: Optional[float]
+    val_accuracy: Optional[float]
     threads: Optional[int]          # the CPU threads it ran on, where known
     note: str = ""
 
+
+#: The row of the step's two GEMMs alone (:func:`_floor_run`): each row's ``of_floor`` is its
+#: seconds at the same threads over this one's.
+FLOOR = "GEMM floor (the step's two GEMMs)"
 
 #: A method, ready to run on one data set: () -> Outcome.
 Run = Callable[[], Outcome]
@@ -169,6 +177,18 @@ def _plain_run(data: Dataset, iters: int, kind: str, threads: Optional[int]) -> 
             model, seconds, cpu = plain_sgd(X, y, data.num_classes, lr, reg, iters, kind=kind,
                                             bias=False)
         return Outcome(seconds, cpu, accuracy(model, X, y), accuracy(model, Xv, yv), used)
+    return run
+
+
+def _floor_run(data: Dataset, iters: int, threads: int) -> Run:
+    """The step's two GEMMs alone at this data's shape (``plain_loops.gemm_floor``)."""
+    from plain_loops import gemm_floor
+    from torch_svm.device import using_threads
+
+    def run():
+        with using_threads(threads) as used:
+            seconds, cpu = gemm_floor(BATCH, data.num_features, data.num_classes, iters)
+        return Outcome(seconds, cpu, None, None, used)
     return run
 
 
@@ -251,6 +271,8 @@ def _hand_specs(data: Dataset, args) -> List[Spec]:
 
 def quiet_runs(data: Dataset, args) -> List[Spec]:
     out = _numpy_specs(data, args, float64=True) + _hand_specs(data, args)
+    if "torch" in args.methods and args.device == "cpu":
+        out += [(FLOOR, t, _floor_run(data, args.iters, t)) for t in sorted({1, cpu_cores()})]
     if "torch" in args.methods:
         if args.compile:
             out.append(("torch-svm hand, compiled", None,
@@ -295,7 +317,7 @@ def bench(data: Dataset, args) -> List[Row]:
                   last.val_accuracy, note=last.note)
         rows.append(row)
         print(f"{data.name} {method} ({neighbour}, {row.threads} threads): {row.seconds:.3f} s, "
-              f"val {row.val_accuracy:.3f}", file=sys.stderr, flush=True)   # long runs: progress
+              f"val {row.val_accuracy}", file=sys.stderr, flush=True)   # long runs: progress
         return row
 
     for method, asked, run in quiet_runs(data, args):
@@ -306,8 +328,11 @@ def bench(data: Dataset, args) -> List[Row]:
                 row = measure(method, asked, run, "busy")
                 row.busy_vs_quiet = row.seconds / quiet[method, asked].seconds
     numpy = quiet.get(("numpy float32", None))
+    floor = {row.threads: row.seconds for row in rows if row.method == FLOOR}
     for row in rows:
         row.vs_numpy = None if numpy is None else row.seconds / numpy.seconds
+        if row.threads in floor and row.method != FLOOR:
+            row.of_floor = floor[row.threads] / row.seconds
     return rows
 
 
@@ -332,14 +357,15 @@ def markdown(meta: dict, rows: List[Row]) -> str:
              f"load average {meta['loadavg_before']} before, {meta['loadavg_after']} after; "
              f"torch.optim's first use {meta['optim_import_s']:.1f} s (untimed)", "",
              "| data | method | threads | neighbour | seconds | first | CPU s | / numpy "
-             "| busy / quiet | train acc | val acc | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| of the floor | busy / quiet | train acc | val acc | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         threads = "?" if r.threads is None else str(r.threads)
+        of_floor = "-" if r.of_floor is None else f"{100 * r.of_floor:.0f}%"
         lines.append(f"| {r.data} | {r.method} | {threads} | {r.neighbour} | {r.seconds:.3f} | "
                      f"{r.first:.3f} | {r.cpu_seconds:.3f} | {f(r.vs_numpy, '.2f')} | "
-                     f"{f(r.busy_vs_quiet, '.2f')} | "
-                     f"{r.train_accuracy:.3f} | {r.val_accuracy:.3f} | {r.note} |")
+                     f"{of_floor} | {f(r.busy_vs_quiet, '.2f')} | "
+                     f"{f(r.train_accuracy, '.3f')} | {f(r.val_accuracy, '.3f')} | {r.note} |")
     return "\n".join(lines)
 
 

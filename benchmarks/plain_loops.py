@@ -64,6 +64,21 @@ def plain_sgd(X: torch.Tensor, y: torch.Tensor, num_classes: int, lr: float, reg
     return model, time.perf_counter() - start, time.process_time() - cpu_start
 
 
+def gemm_floor(batch_size: int, d: int, c: int, iters: int) -> Tuple[float, float]:
+    """``(seconds, cpu_seconds)`` of ``iters`` rounds of a step's two GEMMs alone, the floor
+    a step that multiplies every entry cannot go below: scores ``(B, D) @ (D, C)`` and the
+    gradient ``(D, B) @ (B, C)``, written into buffers allocated once (``torch.mm(..., out=)``),
+    on torch's current threads."""
+    g = torch.Generator().manual_seed(0)
+    xb, W = torch.randn(batch_size, d, generator=g), torch.randn(d, c, generator=g)
+    S, G, dW = torch.empty(batch_size, c), torch.randn(batch_size, c, generator=g), torch.empty(d, c)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(iters):
+        torch.mm(xb, W, out=S)                               # scores
+        torch.mm(xb.T, G, out=dW)                            # dW = X^T dL/dS
+    return time.perf_counter() - start, time.process_time() - cpu_start
+
+
 def accuracy(model: nn.Linear, X: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(X).argmax(1) == y).double().mean())

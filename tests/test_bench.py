@@ -59,9 +59,16 @@ def test_quick_mode_runs_and_matches_the_library(capsys):
                    "sklearn LinearSVC crammer_singer"):
         assert (method, "quiet") in methods, method
     assert ("torch-svm hand", "busy") in methods and ("numpy float32", "busy") in methods
-    for r in rows:
+    floor = [r for r in rows if r["method"] == bench_train.FLOOR]
+    assert floor and all(r["val_accuracy"] is None and r["of_floor"] is None for r in floor)
+    assert {r["threads"] for r in floor} >= {1}
+    for r in (r for r in rows if r["method"] != bench_train.FLOOR):
         assert r["seconds"] > 0 and 0 <= r["val_accuracy"] <= 1 and 0 <= r["train_accuracy"] <= 1
         assert r["vs_numpy"] > 0 and (r["busy_vs_quiet"] is None) == (r["neighbour"] == "quiet")
+        same = [f for f in floor if f["threads"] == r["threads"]]
+        assert (r["of_floor"] is None) == (not same)
+        if same:
+            assert r["of_floor"] == pytest.approx(same[0]["seconds"] / r["seconds"])
     # the torch-svm rows are the library's runs: same seed, same accuracy
     digits = load_dataset("digits")
     expected = train(digits, TrainConfig(iters=report["meta"]["iters"], device="cpu"))
