@@ -124,7 +124,7 @@ def plain(folder: str, iters: int, batch_size: int, threads: int, kind: str) -> 
     """What a user writes instead (``benchmarks/plain_loops.py``: ``dataloader`` or ``gather``)
     with the library's default lr and reg, features standardized once in memory (10 % each
     for val and test, drawn with seed 0); ``gemm``: the two GEMMs of a step alone,
-    ``torch.mm(..., out=)``, the floor."""
+    ``torch.mm(..., out=)``, each in its faster layout (``plain_loops.gemm_floor``), the floor."""
     import torch
 
     from plain_loops import accuracy as plain_accuracy, gemm_floor, plain_sgd
