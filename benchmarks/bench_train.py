@@ -16,8 +16,9 @@ digits lr 1e-3, reg 1; CIFAR-10 lr 1e-7, reg 2.5e4), 1500 iterations of batch 20
   threads chosen automatically; ``hand`` also on every core (torch's own default) and, with
   ``--compile``, compiled;
 * ``GEMM floor``: the step's two GEMMs alone at the data's shape (``plain_loops.gemm_floor``,
-  ``torch.mm(..., out=)``, each GEMM in its faster layout), on one thread and on every core; ``of the floor`` is its time over
-  each row's at the same thread count (above 100 %: the row does less than those GEMMs);
+  ``torch.mm(..., out=)``, each GEMM in its faster layout), on one thread and on every core;
+  ``of the floor`` is its time over each row's at the same thread count (above 100 %: the row
+  beats MKL's GEMMs, with oneDNN's, or does less than those GEMMs);
 * ``plain PyTorch``: the loop a PyTorch user writes instead (``benchmarks/plain_loops.py``:
   ``nn.Linear``, ``nn.MultiMarginLoss`` x C, ``torch.optim.SGD`` with the same lr and weight
   decay ``2 reg``), with index gathers (on torch's default threads and on one) and with a
