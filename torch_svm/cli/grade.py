@@ -86,7 +86,7 @@ def run(args) -> int:
         points = check_points(data, config)          # once, before any judged code runs
     settings = {"version": torch_svm.__version__, "functions": list(functions), "file": args.file,
                 "data": data.description, "n": int(data.X.shape[0]),
-                "config": {k: v for k, v in vars(config).items()}}
+                "config": dict(vars(config))}
     previous = {} if args.force or out is None else gradebook.read_previous(out, settings, students)
     counts = {"pass": 0, "fail": 0, "error": 0}
     with progress(total=len(students), desc="grade", unit="student", enabled=not args.json) as bar:

@@ -44,7 +44,6 @@ __all__: list = []      # internal: torch_svm.cli.grade composes these
 
 #: The file a student's functions are looked for in, unless ``file`` says otherwise.
 DEFAULT_FILE = "linear_svm.py"
-DEFAULT_FUNCTIONS = ("svm_loss_naive", "svm_loss_vectorized")
 _SKIPPED_DIRS = {"__pycache__", ".ipynb_checkpoints", ".git"}
 _MAX_SOURCE = 10 << 20          # bytes of .py files read per student
 
@@ -161,9 +160,8 @@ def _folder_student(name: str, folder: Path, file: Optional[str]) -> Student:
 
 # --------------------------------------------------------------------------- judging
 
-def _rows_for_error(student: Student, functions, message: str) -> List[Row]:
-    return [Row(student.name, fn, "error", clip(message, 300), 0.0, f"error: {message}")
-            for fn in functions]
+def _error_row(student: Student, function: str, message: str, seconds: float = 0.0) -> Row:
+    return Row(student.name, function, "error", clip(message, 300), seconds, f"error: {message}")
 
 
 def _feedback(report: VerifyReport, private: str, shown: str) -> str:
@@ -187,7 +185,7 @@ def judge_student(student: Student, functions, data: VerifyData, points, config:
     """Judge each function of ``student`` from a private copy of their files; returns the rows
     and whether the copy was changed while they ran (by them, or by code running beside)."""
     if student.problem:
-        return _rows_for_error(student, functions, student.problem), False
+        return [_error_row(student, fn, student.problem) for fn in functions], False
     shown = printable(student.name, 100)
     job = Path(tempfile.mkdtemp(prefix="student-", dir=workdir))
     try:
@@ -205,8 +203,7 @@ def judge_student(student: Student, functions, data: VerifyData, points, config:
                                watch_cache=False)
             except TorchSVMError as exc:
                 message = " ".join(str(exc).replace(str(job), shown).split())
-                rows.append(Row(student.name, fn, "error", clip(message, 300),
-                                round(time.monotonic() - start, 3), f"error: {message}"))
+                rows.append(_error_row(student, fn, message, round(time.monotonic() - start, 3)))
                 continue
             rows.append(Row(student.name, fn, report.verdict,
                             clip(_diagnosis(report).replace(str(job), shown), 300),

@@ -18,8 +18,8 @@ dtype, shape and length it checks). So:
 
 The student's code runs with one BLAS/OpenMP thread (small GEMMs on a busy machine are much
 faster that way), and with ``memory`` GiB of address space when given (an allocation past it
-raises MemoryError in that code, which the report names). This is process isolation, not a security sandbox: the code runs as the same
-user, with the same files and network.
+raises MemoryError in that code, which the report names). This is process isolation, not a
+security sandbox: the code runs as the same user, with the same files and network.
 
 A function object is sent with ``cloudpickle`` (by value when it was defined in a notebook or
 ``__main__``, by reference otherwise, and then re-imported in the worker from the caller's
@@ -127,7 +127,6 @@ class Worker:
 
     def __init__(self, *, timeout: float = 60.0, memory: Optional[float] = None):
         self.timeout = float(timeout)
-        self.memory = memory          # GiB of address space the judged code may use (None: no cap)
         self.name = "the function"
         request_r, self._request_w = os.pipe()
         self._reply_r, reply_w = os.pipe()
