@@ -97,6 +97,55 @@ def test_batch_gathers_in_any_order(tmp_path):
         ds.batch("validation", [0])
 
 
+@pytest.mark.parametrize("raw_dtype, dtype, standardize, raw", [
+    (np.uint8, "float32", False, True),      # CIFAR-10's pixels: gathered raw
+    (np.uint8, "float32", True, True),       # centred and scaled on the device
+    (np.int16, "float64", True, True),
+    (np.int32, "float32", False, False),     # 31 bits: not exact in float32
+    (np.float32, "float32", True, False),    # as wide as the inputs: nothing to gain
+])
+def test_training_batches_from_raw_rows_equal_the_inputs(raw_dtype, dtype, standardize, raw,
+                                                         monkeypatch):
+    """A training loop's minibatches are the split's inputs, bit for bit, whether gathered
+    raw and preprocessed on the device (integer rows exact in the dtype, inputs of at least
+    RAW_GATHER_BYTES: here any) or gathered from the preprocessed split; the dev split's rows
+    are positions in the train pool."""
+    from torch_svm.data import dataset
+    from torch_svm.data.preprocessing import exact_in
+
+    monkeypatch.setattr(dataset, "RAW_GATHER_BYTES", 0)
+    X, y = _arrays(n=N)
+    ds = from_arrays((X - 60).astype(raw_dtype), y,
+                     config=DataConfig(dtype=dtype, seed=1, standardize=standardize, num_dev=40))
+    assert exact_in(ds.splits["train"].X.dtype, np.dtype(dtype)) == raw
+    idx = torch.tensor([5, 0, 5, 9, 3, 7])                    # unsorted, a repeat
+    for split in ("train", "dev", "val"):
+        batches = ds.batches(split, torch.device("cpu"), 8)
+        assert (batches._raw is not None) == raw
+        for take in (idx, idx[:2]):                          # a shorter batch reuses the buffers
+            Xb, yb = batches.batch(take)
+            X_all, y_all = ds.tensors(split)
+            assert Xb.dtype == getattr(torch, dtype) and Xb.shape == (len(take), D + 1)
+            assert torch.equal(Xb, X_all[take]) and torch.equal(yb, y_all[take])
+    monkeypatch.setattr(dataset, "RAW_GATHER_BYTES", ds.tensors("train")[0].nbytes + 1)
+    assert ds.batches("train", torch.device("cpu"), 8)._raw is None     # small: in cache
+    monkeypatch.setattr(dataset, "RAW_GATHER_BYTES", 0)
+    if raw:                                                   # a preprocessing step dropped is seen
+        batches = ds.batches("train", torch.device("cpu"), 8)
+        batches._mean = None
+        assert not torch.equal(batches.batch(idx)[0], ds.tensors("train")[0][idx])
+
+
+def test_exact_in():
+    from torch_svm.data.preprocessing import exact_in
+
+    assert exact_in(np.uint8, np.float32) and exact_in(np.int16, np.float32)
+    assert exact_in(np.uint16, np.float32) and exact_in(np.int32, np.float64)
+    assert not exact_in(np.int32, np.float32) and not exact_in(np.int64, np.float64)
+    assert not exact_in(np.float16, np.float32) and not exact_in(np.bool_, np.float32)
+    assert not exact_in(np.uint8, np.uint16)
+
+
 def test_features_streams_the_split_in_chunks(tmp_path):
     X, y = _arrays()
     ds = load_dataset(_save(tmp_path, "folder", X=X, y=y))
@@ -198,8 +247,13 @@ def test_integer_pixels_and_fortran_order(tmp_path):
     ds = load_dataset(_save(tmp_path, "folder", X=np.asfortranarray(pixels), y=y.astype(np.int16)),
                      config=DataConfig(num_val=0, num_test=0, standardize=False))
     mean = pixels.astype(np.float64).mean(axis=0)
-    np.testing.assert_array_equal(ds.tensors("train")[0].numpy(),
-                                  _reference(pixels, np.arange(N), mean, np.float32))
+    X32 = ds.tensors("train")[0].numpy()
+    # uint8 is exact in float32, so the centring is float32 arithmetic (what a minibatch
+    # gathered raw computes on the device), within rounding of the float64 reference
+    body = pixels.astype(np.float32) - mean.astype(np.float32)
+    np.testing.assert_array_equal(X32, np.concatenate([body, np.ones((N, 1), np.float32)], 1))
+    np.testing.assert_allclose(X32, _reference(pixels, np.arange(N), mean, np.float32),
+                               rtol=0, atol=float(np.spacing(np.float32(255))))
 
 
 def test_members_are_read_in_rows_at_their_offset(tmp_path):
