@@ -9,17 +9,19 @@ import pytest
 from conftest import run_cli
 import torch
 
+import numpy as np
 import torch_svm.device
+import torch_svm.train
 from torch_svm.cli import _COMMANDS, main
 from torch_svm.cli._common import command_threads
-from torch_svm.data import DataConfig, load_dataset
+from torch_svm.data import DataConfig, from_arrays, load_dataset
 from torch_svm.losses import svm_loss_and_grad
 from torch_svm.checkpoint import load_checkpoint, save_checkpoint
 from torch_svm.errors import CheckpointError
 from torch_svm.model import LinearSVM
 from torch_svm.train import DivergenceError, TrainConfig, batch_indices, train
 from torch_svm.tune import TuneConfig, tune
-from torch_svm.device import THREAD_GRAIN, auto_threads, using_threads
+from torch_svm.device import THREAD_GRAIN, CoreWatch, auto_threads, using_threads
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FAST = dict(iters=300, device="cpu")  # enough for digits to pass 0.9
@@ -188,6 +190,78 @@ def test_auto_threads_one_for_a_step_every_core_for_a_full_pass(monkeypatch):
     assert auto_threads(49000 * 3073 * 10) == 4                # a pass over CIFAR-10
     with pytest.raises(ValueError, match="work"):
         auto_threads(-1)
+
+
+class _FakeProc:
+    """What CoreWatch reads from /proc, set by the test: others' running threads at the start,
+    then (seconds, busy ticks of the cores, this process's ticks)."""
+
+    def __init__(self, monkeypatch, cores: int, running: int):
+        self.now = (0.0, 0, 0)
+        monkeypatch.setattr(torch_svm.device, "_affinity", lambda: list(range(cores)))
+        monkeypatch.setattr(torch_svm.device, "_others_running", lambda: running)
+        monkeypatch.setattr(torch_svm.device, "_ticks", lambda cpus: self.now)
+        monkeypatch.setattr(torch_svm.device.time, "perf_counter", lambda: self.now[0])
+        monkeypatch.setattr(torch_svm.device, "_HZ", 100)
+
+    def advance(self, seconds: float, busy_cores: float, own_cores: float) -> None:
+        t, busy, own = self.now
+        self.now = (t + seconds, busy + round(100 * seconds * busy_cores),
+                    own + round(100 * seconds * own_cores))
+
+
+def test_core_watch_starts_on_the_idle_cores_and_gives_back_a_busy_one(monkeypatch):
+    with using_threads(torch.get_num_threads()):
+        proc = _FakeProc(monkeypatch, cores=2, running=0)
+        watch = CoreWatch(interval=0.1)
+        assert watch.start == 2
+        proc.advance(0.05, busy_cores=2, own_cores=1)           # too short an interval to judge
+        assert watch.threads(2) == 2
+        proc.advance(0.2, busy_cores=2, own_cores=1.9)          # quiet: the busy ticks are ours
+        assert watch.threads(2) == 2
+        proc.advance(0.2, busy_cores=2, own_cores=1.0)          # a neighbour took a core
+        assert watch.threads(2) == 1 and torch.get_num_threads() == 1
+        proc.advance(0.2, busy_cores=0.9, own_cores=0.9)        # it left: stay at one
+        assert watch.threads(1) == 1
+        assert CoreWatch().start == 2
+        _FakeProc(monkeypatch, cores=8, running=3)
+        assert CoreWatch().start == 5                           # others run on three cores
+        _FakeProc(monkeypatch, cores=2, running=5)
+        assert CoreWatch().start == 1                           # never fewer than one
+        monkeypatch.setattr(torch_svm.device, "_ticks", lambda cpus: None)   # no /proc
+        monkeypatch.setattr(torch_svm.device, "_others_running", lambda: None)
+        watch = CoreWatch()
+        assert watch.start == 2 and watch.threads(2) == 2
+
+
+def test_proc_readings_on_this_machine():
+    """The readers parse this kernel's /proc (skipped where there is none)."""
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc")
+    t, busy, own = torch_svm.device._ticks(torch_svm.device._affinity())
+    assert busy >= own >= 0 and torch_svm.device._others_running() >= 0
+
+
+def test_train_watches_cores_for_big_steps_only(monkeypatch):
+    """A step of SPLIT_WORK or more starts on CoreWatch's count; smaller ones, and a given
+    thread count, do not watch."""
+    started = []
+
+    class Watch(CoreWatch):
+        def __init__(self):
+            super().__init__()
+            self.start = 1
+            started.append(self)
+
+    monkeypatch.setattr(torch_svm.train, "CoreWatch", Watch)
+    X = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))
+    data = from_arrays(X.numpy(), np.arange(64) % 8, config=DataConfig(num_val=8, num_test=0))
+    monkeypatch.setattr(torch_svm.train, "SPLIT_WORK", 32 * 257 * 8)
+    big = train(data, TrainConfig(iters=3, batch_size=32, device="cpu", lr=1e-3, reg=0.0))
+    assert len(started) == 1 and big.threads == 1
+    train(data, TrainConfig(iters=3, batch_size=16, device="cpu", lr=1e-3, reg=0.0))
+    train(data, TrainConfig(iters=3, batch_size=32, device="cpu", lr=1e-3, reg=0.0, threads=1))
+    assert len(started) == 1
 
 
 def test_using_threads_restores_after_an_error():

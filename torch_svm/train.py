@@ -22,10 +22,12 @@ Per step. The data are checked once per run, not at every step; the loss and the
 gradient come from one call (what :func:`torch_svm.losses.svm_loss_and_grad` runs after its
 checks: two GEMMs and a dozen small ops); plain SGD (momentum 0) is torch.optim.SGD's own
 update, ``W -= lr * W.grad``, written in the loop, with momentum its single-tensor path. The
-step's GEMMs are small (200 x 3073 x 10 for CIFAR-10), so the loop runs on the CPU threads
-that :func:`torch_svm.device.auto_threads` chooses for that size, one unless ``threads`` says
-otherwise: when another process keeps a core busy, small GEMMs split over two threads run
-many times slower (``benchmarks/bench_train.py`` measures it). ``compile=True`` compiles the
+step's GEMMs are small (200 x 3073 x 10 for CIFAR-10): unless ``threads`` says otherwise, a
+step of :data:`~torch_svm.device.SPLIT_WORK` multiply-adds or more runs on the cores idle
+when the loop starts, and gives a thread back as soon as another process keeps a core busy
+(:class:`~torch_svm.device.CoreWatch`): small GEMMs split over two threads run many times
+slower next to a busy core (``benchmarks/bench_train.py`` measures both); smaller steps run
+on one thread. ``compile=True`` compiles the
 loss and gradient with ``torch.compile`` (C++ kernels on a CPU; CUDA graphs on a GPU), at
 the cost of a compilation in the first step.
 
@@ -57,7 +59,7 @@ from torch import Tensor
 from torch_svm.checkpoint import checkpoint_metadata, save_checkpoint
 from torch_svm.data import Dataset
 from torch_svm.defaults import default_hypers, default_init_scale
-from torch_svm.device import auto_threads, resolve_device, using_threads
+from torch_svm.device import SPLIT_WORK, CoreWatch, auto_threads, resolve_device, using_threads
 from torch_svm.distributed import (all_reduce_sum, check_same_data, current_world,
                                    report_progress)
 from torch_svm.errors import (ArgumentError, ArgumentTypeError, TorchSVMError, check_choice,
@@ -97,7 +99,7 @@ class TrainConfig:
     init_scale: Optional[float] = None  # W starts as init_scale * randn; None: the data's default
     seed: int = 0                   # seeds W's init and the minibatch draws
     device: str = "auto"            # cpu | cuda | cuda:N | auto
-    threads: int = 0                # CPU threads for the loop; 0: auto_threads of one step's GEMM
+    threads: int = 0                # CPU threads for the loop; 0: idle cores (CoreWatch) or one, by the step's size
     compile: bool = False           # torch.compile the loss + gradient (the first step compiles)
     log_every: int = 10             # iterations between reading the loss back (a sync) and checking it
 
@@ -138,7 +140,7 @@ class TrainResult:
     val_accuracy: Optional[float]
     seconds: float                  # the loop only (data transfer and accuracies excluded)
     cpu_seconds: float              # CPU time of the process over the loop, all threads together
-    threads: int                    # CPU threads torch used in the loop
+    threads: int                    # CPU threads torch used at the loop's end (CoreWatch may give some back)
     world_size: int = 1             # processes that trained it together (torchrun), 1 alone
 
 
@@ -266,7 +268,8 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
     on the CPU (run to run, at a given thread count), from a file as from the same arrays in
     memory (the same indices, the same inputs). On CUDA, in-memory minibatch draws come from a
     CUDA generator, so the trajectory differs from the CPU's but not its quality. The loop
-    sets torch's CPU thread count (``config.threads``, or
+    sets torch's CPU thread count (``config.threads``; else, by the step's size, the idle cores
+    of :class:`~torch_svm.device.CoreWatch`, fewer once another process takes one, or
     :func:`~torch_svm.device.auto_threads`) and restores it when it ends. In a process group
     (:mod:`torch_svm.distributed`) every process must call it with the same data and config.
 
@@ -302,7 +305,10 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
     history: List[float] = []
     hand = _loss_and_grad(config) if config.grad == "hand" else None
     reduced = model.W.new_empty(model.W.numel() + 1) if world.size > 1 else None  # (D C + 1,)
-    threads = config.threads or auto_threads(share * model.num_features * model.num_classes)
+    work, watch = share * model.num_features * model.num_classes, None
+    if not config.threads and device.type == "cpu" and world.size == 1 and work >= SPLIT_WORK:
+        watch = CoreWatch()                     # every idle core, fewer once others are busy
+    threads = config.threads or (watch.start if watch else auto_threads(work))
 
     with using_threads(threads):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -336,6 +342,8 @@ def train(data: Dataset, config: Optional[TrainConfig] = None, *,
                     scheduler.step()
                 losses[it] = loss.detach()
                 if (it + 1) % config.log_every == 0 or it + 1 == config.iters:
+                    if watch is not None:
+                        threads = watch.threads(threads)
                     history += _check_finite(losses[len(history):it + 1], len(history), config)
                     bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
                     bar.update(it + 1 - bar.n)

@@ -226,9 +226,11 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
     """--threads, which :func:`torch_svm.cli.main` adds to every command."""
     p.add_argument("--threads", type=int_flag(0, 1024), default=0,
                    help="CPU threads for torch; 0 chooses from the work size: one for small "
-                        "GEMMs such as a training step's, verify's or the kink study's, every "
-                        "core for a pass over all of CIFAR-10 (on a busy machine, small GEMMs "
-                        "split over two threads run several times slower than on one)")
+                        "GEMMs such as verify's or the kink study's (on a busy machine, small "
+                        "GEMMs split over two threads run several times slower than on one), "
+                        "every core for a pass over all of CIFAR-10; a training step of 4 M "
+                        "multiply-adds or more (CIFAR-10's) runs on the idle cores and gives "
+                        "one back as soon as another process keeps it busy")
 
 
 def command_threads(args) -> int:
