@@ -13,8 +13,9 @@ digits lr 1e-3, reg 1; CIFAR-10 lr 1e-7, reg 2.5e4), 1500 iterations of batch 20
   (``np.random.choice``, ``X[idx]``, the vectorised loss and gradient, ``W -= lr * dW``), with
   numpy's BLAS on its default threads, and on one thread (``threadpoolctl``);
 * ``torch-svm hand`` / ``autograd`` / ``mml``: :func:`torch_svm.train.train` with ``grad`` set,
-  threads chosen automatically; ``hand`` also on every core (torch's own default) and, with
-  ``--compile``, compiled;
+  threads chosen automatically (``TrainConfig.threads=0``: the idle cores for a step of 4 M
+  multiply-adds or more, fewer once a neighbour takes one; else one); ``hand`` also on one
+  thread and on every core (torch's own default) and, with ``--compile``, compiled;
 * ``GEMM floor``: the step's two GEMMs alone at the data's shape (``plain_loops.gemm_floor``,
   ``torch.mm(..., out=)``, each GEMM in its faster layout), on one thread and on every core;
   ``of the floor`` is its time over each row's at the same thread count (above 100 %: the row
@@ -158,7 +159,7 @@ def _numpy_run(data: Dataset, dtype, iters: int, blas_threads: Optional[int]) ->
 def _torch_run(data: Dataset, iters: int, device: str, **config) -> Run:
     def run():
         r = train(data, TrainConfig(iters=iters, device=device, **config))
-        auto = "" if config.get("threads") else "threads chosen from the work size"
+        auto = "" if config.get("threads") else "threads chosen by torch-svm"
         return Outcome(r.seconds, r.cpu_seconds, r.train_accuracy, r.val_accuracy, r.threads, auto)
     return run
 
@@ -259,14 +260,14 @@ def _numpy_specs(data: Dataset, args, float64: bool) -> List[Spec]:
 
 
 def _hand_specs(data: Dataset, args) -> List[Spec]:
-    """torch-svm's hand-written step, on the threads it chooses and on every core."""
+    """torch-svm's hand-written step, on the threads it chooses, on one and on every core."""
     if "torch" not in args.methods:
         return []
     specs = [("torch-svm hand", None, _torch_run(data, args.iters, args.device))]
     cores = cpu_cores()
-    if cores > 1:
-        specs.append(("torch-svm hand", cores,
-                      _torch_run(data, args.iters, args.device, threads=cores)))
+    if cores > 1 and args.device == "cpu":
+        specs += [("torch-svm hand", t, _torch_run(data, args.iters, args.device, threads=t))
+                  for t in (1, cores)]
     return specs
 
 
