@@ -211,6 +211,8 @@ class _FakeProc:
 
 
 def test_core_watch_starts_on_the_idle_cores_and_gives_back_a_busy_one(monkeypatch):
+    """Threads follow the idle cores: one fewer per core others keep busy, one more once a
+    core is idle again; too short an interval, or no /proc, changes nothing."""
     with using_threads(torch.get_num_threads()):
         proc = _FakeProc(monkeypatch, cores=2, running=0)
         watch = CoreWatch(interval=0.1)
@@ -221,8 +223,12 @@ def test_core_watch_starts_on_the_idle_cores_and_gives_back_a_busy_one(monkeypat
         assert watch.threads(2) == 2
         proc.advance(0.2, busy_cores=2, own_cores=1.0)          # a neighbour took a core
         assert watch.threads(2) == 1 and torch.get_num_threads() == 1
-        proc.advance(0.2, busy_cores=0.9, own_cores=0.9)        # it left: stay at one
+        proc.advance(0.2, busy_cores=2, own_cores=1.0)          # it stays: so do we
         assert watch.threads(1) == 1
+        proc.advance(0.2, busy_cores=0.9, own_cores=0.9)        # it left: two again
+        assert watch.threads(1) == 2 and torch.get_num_threads() == 2
+        proc.advance(0.2, busy_cores=2, own_cores=1.65)         # a third of a core: keep two
+        assert watch.threads(2) == 2
         assert CoreWatch().start == 2
         _FakeProc(monkeypatch, cores=8, running=3)
         assert CoreWatch().start == 5                           # others run on three cores

@@ -104,8 +104,11 @@ def auto_threads(work: int) -> int:
 SPLIT_WORK = 2**22
 
 #: Cores that other processes keep busy, on average over a watch's interval, from which the
-#: loop gives one of its threads back (:meth:`CoreWatch.threads`).
+#: loop gives one of its threads back (:meth:`CoreWatch.threads`); it takes one again once
+#: a whole core but :data:`IDLE_SLACK` is idle beyond its threads (a hysteresis: no flapping
+#: around a neighbour that keeps half a core busy).
 BUSY_CORE = 0.5
+IDLE_SLACK = 0.2
 
 
 class CoreWatch:
@@ -126,8 +129,11 @@ class CoreWatch:
       after, the CPU time of the cores this process may use (``/proc/stat``) less its own
       (``/proc/self/stat``), both in the kernel's ticks.
 
-    The count only goes down within a loop (a neighbour that leaves does not make it go up
-    again). Where ``/proc`` is missing (not Linux) it stays where it started: every core.
+    The count goes down as soon as others take a core, and up again once they leave (a
+    neighbour that used a core for one interval costs one interval on fewer threads; one
+    that spins costs one interval of the slow, spinning kind). Stolen time (another virtual
+    machine on the host's core) counts as others'. Where ``/proc`` is missing (not Linux) the
+    count stays where it started: every core.
     """
 
     def __init__(self, interval: float = 0.1) -> None:
@@ -139,11 +145,11 @@ class CoreWatch:
         self._mark = _ticks(self.cpus)
 
     def threads(self, current: int) -> int:
-        """The thread count to run on from now: ``current``, or fewer when, since the last
-        reading at least ``interval`` ago, other processes kept :data:`BUSY_CORE` or more of
-        this process's cores busy on average. Sets torch's count when it changes."""
-        if current <= 1 or self._mark is None or \
-                time.perf_counter() - self._mark[0] < self.interval:
+        """The thread count to run on from now: ``current``, one fewer for each core that
+        other processes kept busy (:data:`BUSY_CORE` or more of one, on average since the last
+        reading at least ``interval`` ago), or one more when a core beyond ``current`` was
+        idle (:data:`IDLE_SLACK`). Sets torch's count when it changes."""
+        if self._mark is None or time.perf_counter() - self._mark[0] < self.interval:
             return current
         now = _ticks(self.cpus)
         if now is None:
@@ -151,11 +157,15 @@ class CoreWatch:
         (t0, all0, own0), (t1, all1, own1) = self._mark, now
         self._mark = now
         others = max(0.0, (all1 - all0) - (own1 - own0)) / (_HZ * (t1 - t0))
-        if others < BUSY_CORE:
+        idle = self.cores - others                  # cores this process could use
+        if current > 1 and idle <= current - BUSY_CORE:
+            threads = max(1, int(idle + BUSY_CORE))
+        elif current < self.cores and idle >= current + 1 - IDLE_SLACK:
+            threads = current + 1
+        else:
             return current
-        fewer = max(1, min(current - 1, int(self.cores - others + 0.5)))
-        torch.set_num_threads(fewer)
-        return fewer
+        torch.set_num_threads(threads)
+        return threads
 
 
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
