@@ -31,8 +31,8 @@ digits lr 1e-3, reg 1; CIFAR-10 lr 1e-7, reg 2.5e4), 1500 iterations of batch 20
   numpy float32 and torch-svm hand again.
 
 Time is the training loop's wall-clock time (torch-svm: ``TrainResult.seconds``; numpy: its loop;
-scikit-learn: ``fit``), the median of ``--repeat`` runs; ``first`` is the first run, which pays
-one-time costs (compilation); ``CPU s`` is the process's CPU time meanwhile, all threads
+scikit-learn: ``fit``), the median of ``--repeat`` runs, the methods taking turns (each round
+runs every method once); ``first`` is the first run, which pays one-time costs (compilation); ``CPU s`` is the process's CPU time meanwhile, all threads
 together (on a busy machine it stays near the work done while the wall-clock time grows, and
 threads that spin waiting for each other show up in it). Before the table, one untimed run pays
 torch.optim's first use (it imports torch._dynamo), reported as ``optim_import_s``. ``/ numpy``
@@ -310,24 +310,33 @@ def bench(data: Dataset, args) -> List[Row]:
     rows: List[Row] = []
     quiet = {}
 
-    def measure(method: str, asked: Optional[int], run: Run, neighbour: str) -> Row:
-        outcomes = [run() for _ in range(args.repeat)]
-        last = outcomes[-1]
-        row = Row(data.name, method, last.threads, neighbour,
-                  statistics.median(o.seconds for o in outcomes), outcomes[0].seconds,
-                  statistics.median(o.cpu_seconds for o in outcomes), last.train_accuracy,
-                  last.val_accuracy, note=last.note)
-        rows.append(row)
-        print(f"{data.name} {method} ({neighbour}, {row.threads} threads): {row.seconds:.3f} s, "
-              f"val {row.val_accuracy}", file=sys.stderr, flush=True)   # long runs: progress
-        return row
+    def measure(specs: List[Spec], neighbour: str) -> List[Row]:
+        """Each spec ``--repeat`` times, the methods taking turns (round after round), so that
+        none gets only the runs just after another method's (the first torch-svm runs after
+        numpy's float64 loop were 10-20 % slower than later ones)."""
+        outcomes: List[List[Outcome]] = [[] for _ in specs]
+        for _ in range(args.repeat):
+            for (method, _, run), done in zip(specs, outcomes):
+                done.append(run())
+                print(f"{data.name} {method} ({neighbour}, {done[-1].threads} threads): "
+                      f"{done[-1].seconds:.3f} s", file=sys.stderr, flush=True)  # progress
+        out = []
+        for (method, _, _), runs in zip(specs, outcomes):
+            last = runs[-1]
+            out.append(Row(data.name, method, last.threads, neighbour,
+                           statistics.median(o.seconds for o in runs), runs[0].seconds,
+                           statistics.median(o.cpu_seconds for o in runs), last.train_accuracy,
+                           last.val_accuracy, note=last.note))
+        rows.extend(out)
+        return out
 
-    for method, asked, run in quiet_runs(data, args):
-        quiet[method, asked] = measure(method, asked, run, "quiet")
+    specs = quiet_runs(data, args)
+    for (method, asked, _), row in zip(specs, measure(specs, "quiet")):
+        quiet[method, asked] = row
     if not args.no_busy:
         with busy_neighbour(args.pin):
-            for method, asked, run in busy_runs(data, args):
-                row = measure(method, asked, run, "busy")
+            specs = busy_runs(data, args)
+            for (method, asked, _), row in zip(specs, measure(specs, "busy")):
                 row.busy_vs_quiet = row.seconds / quiet[method, asked].seconds
     numpy = quiet.get(("numpy float32", None))
     floor = {row.threads: row.seconds for row in rows if row.method == FLOOR}

@@ -136,6 +136,25 @@ def test_training_batches_from_raw_rows_equal_the_inputs(raw_dtype, dtype, stand
         assert not torch.equal(batches.batch(idx)[0], ds.tensors("train")[0][idx])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_raw_batches_on_cuda_equal_the_inputs(monkeypatch):
+    """On a GPU the raw pool moves there as uint8 and each batch is centred and scaled there:
+    the same numbers as the split's inputs made on the CPU."""
+    from torch_svm.data import dataset
+
+    monkeypatch.setattr(dataset, "RAW_GATHER_BYTES", 0)
+    X, y = _arrays(n=N)
+    ds = from_arrays((X - 60).astype(np.uint8), y, config=DataConfig(standardize=True, num_dev=40))
+    for split in ("train", "dev"):
+        batches = ds.batches(split, torch.device("cuda"), 8)
+        assert batches._raw is not None and batches._X.dtype == torch.uint8
+        idx = torch.tensor([5, 0, 5, 9, 3, 7], device="cuda")
+        Xb, yb = batches.batch(idx)
+        X_all, y_all = ds.tensors(split)
+        assert Xb.is_cuda and torch.equal(Xb.cpu(), X_all[idx.cpu()])
+        assert torch.equal(yb.cpu(), y_all[idx.cpu()])
+
+
 def test_exact_in():
     from torch_svm.data.preprocessing import exact_in
 
