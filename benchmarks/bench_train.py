@@ -32,7 +32,7 @@ digits lr 1e-3, reg 1; CIFAR-10 lr 1e-7, reg 2.5e4), 1500 iterations of batch 20
 
 Time is the training loop's wall-clock time (torch-svm: ``TrainResult.seconds``; numpy: its loop;
 scikit-learn: ``fit``), the median of ``--repeat`` runs, the methods taking turns (each round
-runs every method once); ``first`` is the first run, which pays one-time costs (compilation); ``CPU s`` is the process's CPU time meanwhile, all threads
+runs every method once, starting further down the list each time); ``first`` is the first run, which pays one-time costs (compilation); ``CPU s`` is the process's CPU time meanwhile, all threads
 together (on a busy machine it stays near the work done while the wall-clock time grows, and
 threads that spin waiting for each other show up in it). Before the table, one untimed run pays
 torch.optim's first use (it imports torch._dynamo), reported as ``optim_import_s``. ``/ numpy``
@@ -311,12 +311,14 @@ def bench(data: Dataset, args) -> List[Row]:
     quiet = {}
 
     def measure(specs: List[Spec], neighbour: str) -> List[Row]:
-        """Each spec ``--repeat`` times, the methods taking turns (round after round), so that
-        none gets only the runs just after another method's (the first torch-svm runs after
-        numpy's float64 loop were 10-20 % slower than later ones)."""
+        """Each spec ``--repeat`` times, the methods taking turns, each round starting further
+        down the list, so that no method runs every time just after the same other one (runs
+        just after numpy's float64 loop, with its 1.2 GB array, were 10-40 % slower)."""
         outcomes: List[List[Outcome]] = [[] for _ in specs]
-        for _ in range(args.repeat):
-            for (method, _, run), done in zip(specs, outcomes):
+        for r in range(args.repeat):
+            turn = r * len(specs) // args.repeat
+            for i in list(range(turn, len(specs))) + list(range(turn)):
+                (method, _, run), done = specs[i], outcomes[i]
                 done.append(run())
                 print(f"{data.name} {method} ({neighbour}, {done[-1].threads} threads): "
                       f"{done[-1].seconds:.3f} s", file=sys.stderr, flush=True)  # progress
