@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -97,15 +98,16 @@ def test_batch_gathers_in_any_order(tmp_path):
         ds.batch("validation", [0])
 
 
-@pytest.mark.parametrize("raw_dtype, dtype, standardize, raw", [
-    (np.uint8, "float32", False, True),      # CIFAR-10's pixels: gathered raw
-    (np.uint8, "float32", True, True),       # centred and scaled on the device
-    (np.int16, "float64", True, True),
-    (np.int32, "float32", False, False),     # 31 bits: not exact in float32
-    (np.float32, "float32", True, False),    # as wide as the inputs: nothing to gain
+@pytest.mark.parametrize("raw_dtype, dtype, center, standardize, raw", [
+    (np.uint8, "float32", True, False, True),      # CIFAR-10's pixels: gathered raw
+    (np.uint8, "float32", True, True, True),       # centred and scaled on the device
+    (np.uint8, "float32", False, False, True),     # only cast
+    (np.int16, "float64", True, True, True),
+    (np.int32, "float32", True, False, False),     # 31 bits: not exact in float32
+    (np.float32, "float32", True, True, False),    # as wide as the inputs: nothing to gain
 ])
-def test_training_batches_from_raw_rows_equal_the_inputs(raw_dtype, dtype, standardize, raw,
-                                                         monkeypatch):
+def test_training_batches_from_raw_rows_equal_the_inputs(raw_dtype, dtype, center, standardize,
+                                                         raw, monkeypatch):
     """A training loop's minibatches are the split's inputs, bit for bit, whether gathered
     raw and preprocessed on the device (integer rows exact in the dtype, inputs of at least
     RAW_GATHER_BYTES: here any) or gathered from the preprocessed split; the dev split's rows
@@ -115,12 +117,16 @@ def test_training_batches_from_raw_rows_equal_the_inputs(raw_dtype, dtype, stand
 
     monkeypatch.setattr(dataset, "RAW_GATHER_BYTES", 0)
     X, y = _arrays(n=N)
-    ds = from_arrays((X - 60).astype(raw_dtype), y,
-                     config=DataConfig(dtype=dtype, seed=1, standardize=standardize, num_dev=40))
+    pixels = (X - 60).astype(raw_dtype)
+    pixels.setflags(write=False)                               # read-only: no warning either
+    ds = from_arrays(pixels, y, config=DataConfig(dtype=dtype, seed=1, center=center,
+                                                  standardize=standardize, num_dev=40))
     assert exact_in(ds.splits["train"].X.dtype, np.dtype(dtype)) == raw
     idx = torch.tensor([5, 0, 5, 9, 3, 7])                    # unsorted, a repeat
     for split in ("train", "dev", "val"):
-        batches = ds.batches(split, torch.device("cpu"), 8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            batches = ds.batches(split, torch.device("cpu"), 8)
         assert (batches._raw is not None) == raw
         for take in (idx, idx[:2]):                          # a shorter batch reuses the buffers
             Xb, yb = batches.batch(take)
@@ -130,7 +136,7 @@ def test_training_batches_from_raw_rows_equal_the_inputs(raw_dtype, dtype, stand
     monkeypatch.setattr(dataset, "RAW_GATHER_BYTES", ds.tensors("train")[0].nbytes + 1)
     assert ds.batches("train", torch.device("cpu"), 8)._raw is None     # small: in cache
     monkeypatch.setattr(dataset, "RAW_GATHER_BYTES", 0)
-    if raw:                                                   # a preprocessing step dropped is seen
+    if raw and center:                                        # a preprocessing step dropped is seen
         batches = ds.batches("train", torch.device("cpu"), 8)
         batches._mean = None
         assert not torch.equal(batches.batch(idx)[0], ds.tensors("train")[0][idx])

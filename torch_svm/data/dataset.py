@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterator, Optional, Tuple, Union
 
@@ -322,8 +323,7 @@ class Batches:
         self._raw = None
         if self._stored:
             return
-        if (data.preprocessing.mean is not None or data.preprocessing.scale is not None) and \
-                self.num_examples * data.num_features * data.dtype.itemsize >= RAW_GATHER_BYTES:
+        if self.num_examples * data.num_features * data.dtype.itemsize >= RAW_GATHER_BYTES:
             self._raw = self._raw_rows(s, data.dtype, device)
         if self._raw is None:
             self._X, self._y = data.tensors(split, device=device)       # (N, D), (N,)
@@ -345,8 +345,11 @@ class Batches:
             return None
         labels = s.y.array[:s.size] if s.rows is None else s.y.array[s.rows]
         rows = None if s.rows is None else torch.from_numpy(s.rows.astype(np.int64)).to(device)
-        pool = raw if s.rows is not None else raw[:s.size]
-        return (torch.from_numpy(np.ascontiguousarray(pool)).to(device), rows,
+        pool = np.ascontiguousarray(raw if s.rows is not None else raw[:s.size])
+        with warnings.catch_warnings():     # a read-only array (a user's): it is only read
+            warnings.filterwarnings("ignore", message=".*not writable", category=UserWarning)
+            pool = torch.from_numpy(pool)
+        return (pool.to(device), rows,
                 torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
 
     def batch(self, idx: Tensor) -> Tuple[Tensor, Tensor]:
