@@ -24,8 +24,8 @@ checks: two GEMMs and a dozen small ops); plain SGD (momentum 0) is torch.optim.
 update, ``W -= lr * W.grad``, written in the loop, with momentum its single-tensor path. The
 step's GEMMs are small (200 x 3073 x 10 for CIFAR-10): unless ``threads`` says otherwise, a
 step of :data:`~torch_svm.device.SPLIT_WORK` multiply-adds or more runs on the cores idle
-when the loop starts, and gives a thread back as soon as another process keeps a core busy
-(:class:`~torch_svm.device.CoreWatch`): small GEMMs split over two threads run many times
+when the loop starts, gives a thread back as soon as another process keeps a core busy and
+takes it again once the core is idle (:class:`~torch_svm.device.CoreWatch`): small GEMMs split over two threads run many times
 slower next to a busy core (``benchmarks/bench_train.py`` measures both); smaller steps run
 on one thread. ``compile=True`` compiles the
 loss and gradient with ``torch.compile`` (C++ kernels on a CPU; CUDA graphs on a GPU), at

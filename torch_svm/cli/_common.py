@@ -229,8 +229,8 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
                         "GEMMs such as verify's or the kink study's (on a busy machine, small "
                         "GEMMs split over two threads run several times slower than on one), "
                         "every core for a pass over all of CIFAR-10; a training step of 4 M "
-                        "multiply-adds or more (CIFAR-10's) runs on the idle cores and gives "
-                        "one back as soon as another process keeps it busy")
+                        "multiply-adds or more (CIFAR-10's) runs on the idle cores, gives one "
+                        "back while another process keeps it busy")
 
 
 def command_threads(args) -> int:
