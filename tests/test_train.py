@@ -198,7 +198,7 @@ class _FakeProc:
 
     def __init__(self, monkeypatch, cores: int, running: int):
         self.now = (0.0, 0, 0)
-        monkeypatch.setattr(torch_svm.device, "_affinity", lambda: list(range(cores)))
+        monkeypatch.setattr(torch_svm.device, "cpu_set", lambda: list(range(cores)))
         monkeypatch.setattr(torch_svm.device, "_others_running", lambda: running)
         monkeypatch.setattr(torch_svm.device, "_ticks", lambda cpus: self.now)
         monkeypatch.setattr(torch_svm.device.time, "perf_counter", lambda: self.now[0])
@@ -244,7 +244,7 @@ def test_proc_readings_on_this_machine():
     """The readers parse this kernel's /proc (skipped where there is none)."""
     if not os.path.exists("/proc/stat"):
         pytest.skip("no /proc")
-    t, busy, own = torch_svm.device._ticks(torch_svm.device._affinity())
+    t, busy, own = torch_svm.device._ticks(torch_svm.device.cpu_set())
     assert busy >= own >= 0 and torch_svm.device._others_running() >= 0
 
 

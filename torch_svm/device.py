@@ -77,10 +77,15 @@ THREAD_GRAIN = 2**28
 
 def cpu_cores() -> int:
     """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(cpu_set())
+
+
+def cpu_set() -> List[int]:
+    """Those cores' numbers (all of ``os.cpu_count()`` where the OS has no affinity mask)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
 
 
 def auto_threads(work: int) -> int:
@@ -138,7 +143,7 @@ class CoreWatch:
 
     def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
-        self.cpus = _affinity()
+        self.cpus = cpu_set()
         self.cores = len(self.cpus)
         busy = _others_running()
         self.start = max(1, self.cores - (busy or 0))
@@ -169,13 +174,6 @@ class CoreWatch:
 
 
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _affinity() -> List[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return list(range(os.cpu_count() or 1))
 
 
 def _others_running(reads: int = 5) -> Optional[int]:

@@ -73,19 +73,13 @@ class Preprocessing:
         out = np.empty((len(raw), D + self.bias), dtype=dtype)
         if self.mean is None and self.scale is None:
             out[:, :D] = raw
-        elif exact_in(raw.dtype, out.dtype):    # what apply_to computes, op for op
-            body = out[:, :D]
-            body[...] = raw
+        else:   # in out's dtype where it holds raw exactly (what apply_to computes, op for op)
+            work = out.dtype if exact_in(raw.dtype, out.dtype) else np.dtype(np.float64)
+            body = raw.astype(work)                                   # (B, D)
             if self.mean is not None:
-                body -= self.mean.numpy().astype(out.dtype)
+                body -= self.mean.numpy().astype(work, copy=False)
             if self.scale is not None:
-                body /= self.scale.numpy().astype(out.dtype)
-        else:
-            body = raw.astype(np.float64)                             # (B, D)
-            if self.mean is not None:
-                body -= self.mean.numpy()
-            if self.scale is not None:
-                body /= self.scale.numpy()
+                body /= self.scale.numpy().astype(work, copy=False)
             out[:, :D] = body
         if self.bias:
             out[:, D] = 1
